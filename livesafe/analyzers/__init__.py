@@ -1,0 +1,1 @@
+"""Analyzers: models that turn media samples and transcripts into :class:`~livesafe.events.Signal` values."""

@@ -1,0 +1,53 @@
+"""The interfaces every analyzer implements.
+
+Analyzers are synchronous and CPU-bound: the pipeline calls them off the event loop with
+``asyncio.to_thread``. Each one loads its weights from an installed package, never from the network,
+and declares a rough cost so a scheduler can plan.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from livesafe.events import AudioChunk, Signal, Transcript, VideoSample
+
+
+@dataclass(frozen=True, slots=True)
+class AnalyzerCost:
+    """Rough cost of one call on one CPU core, for scheduling: seconds per call and per media second."""
+
+    per_call_s: float
+    per_media_s: float = 0.0
+
+
+class ModelUnavailableError(RuntimeError):
+    """A model's packaged weights are missing or cannot be loaded; the message names the package."""
+
+
+@runtime_checkable
+class VisionAnalyzer(Protocol):
+    name: str
+    categories: tuple[str, ...]
+    cost: AnalyzerCost
+
+    def analyze(self, sample: VideoSample) -> list[Signal]: ...
+
+
+@runtime_checkable
+class SpeechRecognizer(Protocol):
+    name: str
+    cost: AnalyzerCost
+
+    def transcribe(self, chunk: AudioChunk) -> list[Transcript]: ...
+
+
+@runtime_checkable
+class TextAnalyzer(Protocol):
+    name: str
+    categories: tuple[str, ...]
+    cost: AnalyzerCost
+
+    def scores(self, text: str) -> dict[str, float]: ...
+
+    def analyze(self, transcript: Transcript) -> list[Signal]: ...
