@@ -1,0 +1,85 @@
+"""The pure decision core: signals in, risk and interventions out. No I/O, no clock.
+
+``Monitor.feed(signal)`` returns the interventions that signal causes; time comes only from the signal's
+media timestamp. Feeding the same sequence of signals to a monitor with the same policy always gives
+the same interventions, byte for byte: live monitoring and replay share this code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from livesafe.events import Intervention, RiskUpdate, Signal
+from livesafe.ladder import StreamLadder, TierChange
+from livesafe.policy import Policy
+from livesafe.risk import StreamRisk
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What one signal (or tick) did: the risk afterwards, new interventions, and any tier change."""
+
+    risk: RiskUpdate
+    interventions: tuple[Intervention, ...]
+    tier_change: TierChange | None = None
+
+
+class Monitor:
+    """Risk engine and ladder for any number of streams under one policy."""
+
+    def __init__(self, policy: Policy) -> None:
+        self.policy = policy
+        self._streams: dict[str, tuple[StreamRisk, StreamLadder]] = {}
+
+    def _state(self, stream_id: str) -> tuple[StreamRisk, StreamLadder]:
+        state = self._streams.get(stream_id)
+        if state is None:
+            state = (StreamRisk(self.policy, stream_id), StreamLadder(self.policy, stream_id))
+            self._streams[stream_id] = state
+        return state
+
+    def step(self, signal: Signal) -> Decision:
+        risk, ladder = self._state(signal.stream_id)
+        risk.add(signal)
+        interventions, change = ladder.update(risk)
+        return Decision(self._risk_update(risk, ladder, signal.category), tuple(interventions), change)
+
+    def feed(self, signal: Signal) -> list[Intervention]:
+        """Account for one signal; returns the interventions it causes (often none)."""
+        return list(self.step(signal).interventions)
+
+    def tick(self, stream_id: str, media_ts: float) -> Decision:
+        """Advance a stream's media clock without a signal (lets decayed risk step the ladder down)."""
+        risk, ladder = self._state(stream_id)
+        risk.advance(media_ts)
+        interventions, change = ladder.update(risk)
+        category = change.category if change is not None else ""
+        return Decision(self._risk_update(risk, ladder, category), tuple(interventions), change)
+
+    def next_deadline(self, stream_id: str) -> float | None:
+        """Media time at which :meth:`tick` could change this stream's tier (None: nothing pending)."""
+        state = self._streams.get(stream_id)
+        return state[1].next_deadline(state[0]) if state is not None else None
+
+    def tier(self, stream_id: str) -> str:
+        state = self._streams.get(stream_id)
+        return state[1].tier_name if state is not None else "none"
+
+    def levels(self, stream_id: str) -> dict[str, float]:
+        state = self._streams.get(stream_id)
+        return state[0].levels() if state is not None else {}
+
+    def forget(self, stream_id: str) -> None:
+        """Drop a stream's state (it ended)."""
+        self._streams.pop(stream_id, None)
+
+    @staticmethod
+    def _risk_update(risk: StreamRisk, ladder: StreamLadder, category: str) -> RiskUpdate:
+        return RiskUpdate(
+            stream_id=risk.stream_id,
+            media_ts=risk.clock,
+            category=category,
+            level=round(risk.level(category), 6) if category else 0.0,
+            overall=round(risk.overall(), 6),
+            tier=ladder.tier_name,
+        )

@@ -1,0 +1,189 @@
+"""The intervention ladder: turns a stream's risk into tiered interventions. Pure: no I/O, no clock.
+
+Rules, all in media time:
+
+* **Enter.** A category whose risk reaches a tier's ``enter`` threshold (possibly overridden per
+  category, capped by the category's ``max_tier``) takes the stream up to that tier at once; severe
+  categories may skip tiers.
+* **Hysteresis and dwell.** The stream steps down only when no category holds the tier any more (risk
+  below the tier's ``exit`` threshold) *and* it has been in the tier for ``min_dwell_s``.
+* **Cooldown.** A tier is not issued to the same stream again within ``cooldown_s`` of its last issue;
+  the stream still moves into the tier, so the board shows it, but the backend is not spammed.
+* **Escalation.** A category marked ``escalate`` that takes the stream to ``escalation.min_tier`` or
+  above also asks for human review, at most once per ``escalation.cooldown_s`` per category.
+
+Every intervention explains itself: the rule, the thresholds, the risk, and the signals it rests on.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from livesafe.events import Intervention, make_id
+from livesafe.policy import Policy
+from livesafe.risk import StreamRisk
+
+#: Added to computed deadlines so that a tick at the deadline is past it despite float rounding.
+DEADLINE_EPSILON = 1e-6
+
+
+@dataclass(frozen=True, slots=True)
+class TierChange:
+    """The stream moved from one tier to another (-1 = below the lowest tier)."""
+
+    stream_id: str
+    media_ts: float
+    before: int
+    after: int
+    category: str
+
+
+class StreamLadder:
+    """Ladder state of one stream."""
+
+    def __init__(self, policy: Policy, stream_id: str) -> None:
+        self.policy = policy
+        self.stream_id = stream_id
+        self.tier = -1
+        self.entered_at = 0.0
+        self.seq = 0
+        self._last_issued: dict[int, float] = {}
+        self._last_escalated: dict[str, float] = {}
+
+    @property
+    def tier_name(self) -> str:
+        return self.policy.ladder.tiers[self.tier].name if self.tier >= 0 else "none"
+
+    def target_for(self, category: str, level: float) -> int:
+        """The highest tier this category's risk reaches on its own (-1 for none)."""
+        top = self.policy.max_tier_index(category)
+        for i in range(top, -1, -1):
+            if level >= self.policy.enter_threshold(category, i):
+                return i
+        return -1
+
+    def _holds(self, category: str, level: float) -> int:
+        """The highest tier at or below the current one that this category still holds (exit threshold)."""
+        top = min(self.tier, self.policy.max_tier_index(category))
+        for i in range(top, -1, -1):
+            if level >= self.policy.exit_threshold(category, i):
+                return i
+        return -1
+
+    def update(self, risk: StreamRisk) -> tuple[list[Intervention], TierChange | None]:
+        """Re-evaluate at ``risk.clock``; returns new interventions and the tier change, if any."""
+        now = risk.clock
+        levels = risk.levels()
+        target, driver = -1, ""
+        for category, level in levels.items():
+            t = self.target_for(category, level)
+            if t > target or (t == target and t >= 0 and level > levels.get(driver, -1.0)):
+                target, driver = t, category
+        out: list[Intervention] = []
+        change: TierChange | None = None
+        if target > self.tier:
+            change = TierChange(self.stream_id, now, self.tier, target, driver)
+            self.tier, self.entered_at = target, now
+            last = self._last_issued.get(target)
+            if last is None or now - last >= self.policy.ladder.cooldown_s:
+                self._last_issued[target] = now
+                out.append(self._intervention(risk, driver, levels[driver], target, escalate=False))
+        elif target < self.tier and now - self.entered_at >= self.policy.ladder.min_dwell_s:
+            hold = max((self._holds(c, lv) for c, lv in levels.items()), default=-1)
+            new = max(hold, target)
+            if new < self.tier:
+                change = TierChange(self.stream_id, now, self.tier, new, driver)
+                self.tier, self.entered_at = new, now
+        out.extend(self._escalations(risk, levels))
+        return out, change
+
+    def _escalations(self, risk: StreamRisk, levels: dict[str, float]) -> list[Intervention]:
+        esc = self.policy.ladder.escalation
+        min_tier = self.policy.ladder.index(esc.min_tier)
+        out = []
+        for category, level in levels.items():
+            cat = self.policy.categories[category]
+            if not cat.escalate or self.target_for(category, level) < min_tier:
+                continue
+            last = self._last_escalated.get(category)
+            if last is not None and risk.clock - last < esc.cooldown_s:
+                continue
+            self._last_escalated[category] = risk.clock
+            out.append(self._intervention(risk, category, level, self.tier, escalate=True))
+        return out
+
+    def next_deadline(self, risk: StreamRisk) -> float | None:
+        """The media time at which the stream could step down with no new signals (None: nothing pending)."""
+        if self.tier < 0:
+            return None
+        # Only categories that can hold the current tier block stepping down from it.
+        below = max(
+            (
+                risk.time_below(c, self.policy.exit_threshold(c, self.tier))
+                for c in risk.levels()
+                if self.policy.max_tier_index(c) >= self.tier
+            ),
+            default=risk.clock,
+        )
+        deadline = max(below, self.entered_at + self.policy.ladder.min_dwell_s)
+        return deadline + DEADLINE_EPSILON if math.isfinite(deadline) else None
+
+    def _intervention(
+        self, risk: StreamRisk, category: str, level: float, tier_index: int, *, escalate: bool
+    ) -> Intervention:
+        policy = self.policy
+        tier = policy.ladder.tiers[tier_index]
+        cat = policy.categories[category]
+        refs = risk.recent(category)
+        self.seq += 1
+        enter = policy.enter_threshold(category, tier_index)
+        rule: dict[str, object] = {
+            "rule": "ladder.escalation" if escalate else "ladder.enter",
+            "tier": tier.name,
+            "category": category,
+            "risk": round(level, 6),
+            "enter": enter,
+            "exit": policy.exit_threshold(category, tier_index),
+            "weight": cat.weight,
+            "half_life_s": cat.half_life_s,
+            "floor": cat.floor,
+            "cooldown_s": policy.ladder.escalation.cooldown_s if escalate else policy.ladder.cooldown_s,
+            "min_dwell_s": policy.ladder.min_dwell_s,
+        }
+        start = min((r.media_ts for r in refs), default=risk.clock)
+        end = max((r.end_ts for r in refs), default=risk.clock)
+        excerpt = next((r.excerpt for r in reversed(refs) if r.excerpt), "")
+        span = f"{len(refs)} signal(s) at {start:.1f}-{end:.1f}s"
+        effects: tuple[str, ...]
+        if escalate:
+            action, tier_label, effects = "escalate", "escalate", ("human_review",)
+            reason = (f"{category} risk {level:.2f} took the stream to {tier.name}; "
+                      f"{category} requires human review ({span})")
+        else:
+            action, tier_label, effects = tier.kind, tier.name, policy.effects_for(category, tier_index)
+            reason = f"{category} risk {level:.2f} >= {tier.name} threshold {enter:.2f} ({span})"
+        if excerpt:
+            reason += f': "{excerpt[:120]}"'
+        return Intervention(
+            stream_id=self.stream_id,
+            media_ts=risk.clock,
+            intervention_id=make_id("iv", self.stream_id, str(self.seq), policy.hash),
+            seq=self.seq,
+            action=action,
+            tier=tier_label,
+            tier_level=tier_index,
+            category=category,
+            score=round(level, 6),
+            effects=effects,
+            reason=reason,
+            policy=policy.name,
+            policy_hash=policy.hash,
+            rule=rule,
+            signal_ids=tuple(r.signal_id for r in refs),
+            evidence_start=start,
+            evidence_end=end,
+            excerpt=excerpt,
+            message=tier.message if not escalate else "",
+            duration_s=tier.duration_s if not escalate else 0.0,
+        )

