@@ -97,9 +97,8 @@ class CategoryPolicy:
 @dataclass(frozen=True, slots=True)
 class SamplingPolicy:
     video_fps: float = 1.0
-    #: Length of audio windows sent to speech recognition, and their overlap.
+    #: Target length of audio windows sent to speech recognition (cut at quiet points, at most twice this).
     audio_window_s: float = 5.0
-    audio_overlap_s: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -349,15 +348,10 @@ def _parse_analyzers(r: _Reader, raw: Any) -> AnalyzerPolicy:
 
 
 def _parse_sampling(r: _Reader, raw: Any) -> SamplingPolicy:
-    d = r.mapping(raw, "sampling", {"video_fps", "audio_window_s", "audio_overlap_s"})
-    window = r.number(d, "audio_window_s", "sampling", 5.0, 1.0, 30.0)
-    overlap = r.number(d, "audio_overlap_s", "sampling", 0.0, 0.0, 10.0)
-    if overlap >= window:
-        r.fail("sampling.audio_overlap_s", f"must be shorter than audio_window_s ({window}), got {overlap}")
+    d = r.mapping(raw, "sampling", {"video_fps", "audio_window_s"})
     return SamplingPolicy(
         video_fps=r.number(d, "video_fps", "sampling", 1.0, 0.0, 60.0, lo_open=True),
-        audio_window_s=window,
-        audio_overlap_s=overlap,
+        audio_window_s=r.number(d, "audio_window_s", "sampling", 5.0, 1.0, 30.0),
     )
 
 

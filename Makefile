@@ -1,0 +1,42 @@
+# livesafe: `make demo` and `make test` work on a fresh machine with Python >= 3.11.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+STAMP  := $(VENV)/.installed
+
+.PHONY: install demo test lint check bench demo-media clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	# torch first, from the CPU wheel: anything that needs torch must not pull the multi-GB CUDA build.
+	$(PIP) install --quiet torch==2.13.0
+	# openai-whisper without its triton requirement (GPU-only); its real needs come with the extra below.
+	$(PIP) install --quiet --no-deps openai-whisper==20250625
+	$(PIP) install --quiet -e '.[dev,openai-whisper]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(VENV)/bin/livesafe demo
+
+test: install
+	$(VENV)/bin/pytest
+
+lint: install
+	$(VENV)/bin/ruff check livesafe tests scripts
+	$(VENV)/bin/mypy
+
+check: lint test
+
+bench: install
+	$(PY) scripts/bench.py
+
+# Regenerate the bundled demo streams (needs Debian's espeak-ng).
+demo-media: install
+	$(PY) scripts/make_demo_media.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,0 +1,39 @@
+"""Builds the analyzers a policy enables, from packaged weights."""
+
+from __future__ import annotations
+
+import logging
+
+from livesafe.analyzers.base import SpeechRecognizer, TextAnalyzer, VisionAnalyzer
+from livesafe.policy import Policy
+
+log = logging.getLogger(__name__)
+
+
+def load_analyzers(
+    policy: Policy,
+) -> tuple[list[VisionAnalyzer], SpeechRecognizer | None, list[TextAnalyzer]]:
+    """Load vision, speech and text analyzers as the policy's ``analyzers`` section says (slow)."""
+    vision: list[VisionAnalyzer] = []
+    text: list[TextAnalyzer] = []
+    speech: SpeechRecognizer | None = None
+    cfg = policy.analyzers
+    if cfg.nudity:
+        from livesafe.analyzers.vision import NudityAnalyzer
+
+        vision.append(NudityAnalyzer())
+    if cfg.speech.enabled:
+        from livesafe.analyzers.speech import SpeechOptions, load_recognizer
+
+        speech = load_recognizer(
+            SpeechOptions(backend=cfg.speech.backend, model=cfg.speech.model, language=cfg.speech.language)
+        )
+    if cfg.text and speech is not None:
+        from livesafe.analyzers.text import TextClassifier, TextOptions
+
+        text.append(TextClassifier(TextOptions(extra_terms=dict(cfg.extra_terms))))
+    log.info(
+        "analyzers: vision=%s speech=%s text=%s",
+        [a.name for a in vision], speech.name if speech else None, [a.name for a in text],
+    )
+    return vision, speech, text

@@ -1,0 +1,288 @@
+"""The ``livesafe`` command line: watch, run, demo, policy check, convert-whisper."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from livesafe import __version__
+from livesafe.events import Event, Intervention, Signal, Transcript, to_dict
+from livesafe.policy import Policy, PolicyError, load_policy
+
+log = logging.getLogger("livesafe")
+
+DEMO_DIR = Path(__file__).resolve().parent / "demo"
+DEMO_TOKEN = "demo-token"
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="livesafe", description="Live-stream safety monitor.")
+    p.add_argument("--version", action="version", version=f"livesafe {__version__}")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="more logging (repeatable)")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    w = sub.add_parser("watch", help="monitor one file or URL and print signals and interventions")
+    w.add_argument("source", help="a media file or URL that FFmpeg can open")
+    w.add_argument("--policy", type=Path, help="policy YAML (default: the bundled default policy)")
+    w.add_argument("--json", action="store_true", help="print one JSON object per line")
+    w.add_argument("--stream-id", default="", help="stream id to use (default: the file name)")
+    w.add_argument("--risk", action="store_true", help="also print risk updates")
+    pace = w.add_mutually_exclusive_group()
+    pace.add_argument("--realtime", dest="pacing", action="store_const", const="realtime",
+                      help="pace a file as if it were live")
+    pace.add_argument("--fast", dest="pacing", action="store_const", const="fast",
+                      help="process as fast as the machine can (default)")
+    w.set_defaults(pacing="fast")
+
+    r = sub.add_parser("run", help="run the service: backend websocket gateway, Redis, stream workers")
+    _service_args(r)
+    r.add_argument("--stream", action="append", default=[], metavar="ID=SOURCE",
+                   help="monitor SOURCE as stream ID from the start (repeatable)")
+    r.add_argument("--fast", dest="pacing", action="store_const", const="fast", default="realtime",
+                   help="process file sources as fast as possible instead of in real time")
+
+    d = sub.add_parser("demo", help="run the service on bundled demo streams with a simulated backend")
+    _service_args(d, default_port=8765)
+    d.add_argument("--loop", action="store_true", help="replay the demo streams until interrupted")
+
+    pol = sub.add_parser("policy", help="policy tools")
+    pol_sub = pol.add_subparsers(dest="policy_command", required=True)
+    chk = pol_sub.add_parser("check", help="validate policy files")
+    chk.add_argument("files", nargs="+", type=Path)
+
+    cw = sub.add_parser("convert-whisper", help="convert the packaged CTranslate2 Whisper to openai-whisper",
+                        add_help=False)
+    cw.add_argument("args", nargs=argparse.REMAINDER)
+    return p
+
+
+def _service_args(p: argparse.ArgumentParser, default_port: int = 8765) -> None:
+    p.add_argument("--policy", type=Path, help="policy YAML (default: the bundled default policy)")
+    p.add_argument("--host", default=os.environ.get("LIVESAFE_HOST", "127.0.0.1"))
+    p.add_argument("--port", type=int, default=int(os.environ.get("LIVESAFE_PORT", default_port)))
+    p.add_argument("--token", action="append", default=[], metavar="NAME=TOKEN",
+                   help="a backend name and its token (repeatable; also LIVESAFE_TOKENS=name=token,...)")
+    p.add_argument("--prefix", default="livesafe", help="Redis key prefix")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    level = logging.WARNING if args.command == "watch" else logging.INFO
+    level = max(logging.DEBUG, level - 10 * args.verbose)
+    logging.basicConfig(level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        if args.command == "policy":
+            return _policy_check(args.files)
+        if args.command == "convert-whisper":
+            from livesafe.analyzers.whisper_convert import main as convert_main
+
+            return convert_main(list(args.args))
+        policy = load_policy(args.policy)
+        if args.command == "watch":
+            return asyncio.run(_watch(args, policy))
+        return asyncio.run(_serve(args, policy))
+    except PolicyError as exc:
+        print(f"livesafe: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+# -- policy check ------------------------------------------------------------------------------------
+
+def _policy_check(files: list[Path]) -> int:
+    failed = 0
+    for f in files:
+        try:
+            policy = load_policy(f)
+        except PolicyError as exc:
+            failed += 1
+            print(exc, file=sys.stderr)
+            continue
+        print(f"ok: {f}: policy {policy.name!r} hash {policy.hash}, {len(policy.categories)} categories, "
+              f"tiers {' > '.join(t.name for t in policy.ladder.tiers)}")
+    return 1 if failed else 0
+
+
+# -- watch -------------------------------------------------------------------------------------------
+
+class _Printer:
+    """Prints events as JSON lines or readable lines."""
+
+    def __init__(self, policy: Policy, as_json: bool, risk: bool, out: TextIO = sys.stdout) -> None:
+        self.policy = policy
+        self.as_json = as_json
+        self.risk = risk
+        self.out = out
+
+    def __call__(self, event: Event) -> None:
+        if event.type == "risk" and not self.risk:
+            return
+        data = to_dict(event)
+        if isinstance(event, Signal):
+            cat = self.policy.category(event.category)
+            data["flagged"] = cat is not None and event.score >= cat.floor
+            if not self.as_json and not data["flagged"]:
+                return
+        if self.as_json:
+            print(json.dumps(data, ensure_ascii=False), file=self.out, flush=True)
+        else:
+            print(self._line(event), file=self.out, flush=True)
+
+    @staticmethod
+    def _line(event: Event) -> str:
+        ts = f"[{event.stream_id} {event.media_ts:7.2f}s]"
+        if isinstance(event, Transcript):
+            return f"{ts} transcript: {event.text}"
+        if isinstance(event, Signal):
+            return f"{ts} signal {event.category} {event.score:.2f} ({event.analyzer})"
+        if isinstance(event, Intervention):
+            return (f"{ts} INTERVENTION {event.action.upper()} tier={event.tier} "
+                    f"effects={','.join(event.effects)}: {event.reason}")
+        return f"{ts} {event.type}: {to_dict(event)}"
+
+
+async def _watch(args: argparse.Namespace, policy: Policy) -> int:
+    from livesafe.core import Monitor
+    from livesafe.ingest.av_source import AVSource
+    from livesafe.ingest.source import IngestOptions
+    from livesafe.pipeline import Analyzers, StreamWorker
+
+    stream_id = args.stream_id or Path(args.source).stem or "stream"
+    analyzers = await asyncio.to_thread(Analyzers.load, policy)
+    printer = _Printer(policy, args.json, args.risk)
+
+    async def sink(event: Event) -> None:
+        printer(event)
+
+    ingest = IngestOptions(
+        video_fps=policy.sampling.video_fps, audio_window_s=policy.sampling.audio_window_s, pacing=args.pacing
+    )
+    worker = StreamWorker(AVSource(stream_id, args.source, ingest), analyzers, Monitor(policy), sink,
+                          url=args.source)
+    summary = await worker.run()
+    data = summary.as_dict()
+    data["policy"], data["policy_hash"] = policy.name, policy.hash
+    if args.json:
+        print(json.dumps(data), flush=True)
+    else:
+        print("summary: " + json.dumps(data, indent=2), flush=True)
+    if summary.error:
+        print(f"livesafe: stream {stream_id} stopped: {summary.error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+# -- run / demo --------------------------------------------------------------------------------------
+
+def _tokens(args: argparse.Namespace, demo: bool) -> dict[str, str]:
+    pairs = list(args.token)
+    env = os.environ.get("LIVESAFE_TOKENS", "")
+    pairs += [p for p in env.split(",") if p.strip()]
+    tokens: dict[str, str] = {}
+    for pair in pairs:
+        name, sep, token = pair.partition("=")
+        if not sep or not name.strip() or not token.strip():
+            raise SystemExit(f"livesafe: bad token {pair!r}: expected NAME=TOKEN")
+        tokens[token.strip()] = name.strip()
+    if demo and not tokens:
+        tokens[DEMO_TOKEN] = "demo-backend"
+    if not tokens:
+        raise SystemExit("livesafe: no backend token: pass --token NAME=TOKEN or set LIVESAFE_TOKENS")
+    return tokens
+
+
+async def _serve(args: argparse.Namespace, policy: Policy) -> int:
+    from livesafe.pipeline import Analyzers
+    from livesafe.service import Service, ServiceOptions
+    from livesafe.store import open_redis
+
+    demo = args.command == "demo"
+    tokens = _tokens(args, demo)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    print(f"livesafe {__version__}: policy {policy.name!r} ({policy.hash}); loading models...", flush=True)
+    analyzers = await asyncio.to_thread(Analyzers.load, policy)
+    options = ServiceOptions(
+        host=args.host, port=args.port, tokens=tokens, prefix=args.prefix,
+        pacing=getattr(args, "pacing", "realtime"),
+    )
+    async with open_redis(os.environ.get("REDIS_URL") or None) as redis_client:
+        async with Service(policy, analyzers, redis_client, options) as service:
+            print(f"backend websocket: {service.gateway.url} (Authorization: Bearer <token>)", flush=True)
+            if demo:
+                return await _demo(service, args, stop)
+            for spec in args.stream:
+                stream_id, sep, source = spec.partition("=")
+                if not sep:
+                    raise SystemExit(f"livesafe: bad --stream {spec!r}: expected ID=SOURCE")
+                service.start_stream(stream_id, source)
+            print("running; Ctrl-C to stop", flush=True)
+            await stop.wait()
+    return 0
+
+
+async def _demo(service: Any, args: argparse.Namespace, stop: asyncio.Event) -> int:
+    """A simulated backend connects, announces the demo streams and prints what livesafe sends it."""
+    from livesafe.client import BackendClient
+
+    manifest = json.loads((DEMO_DIR / "streams.json").read_text())
+    token = next(iter(service.options.tokens))
+    async with BackendClient(service.gateway.url, token) as backend:
+        await backend.wait_connected()
+        print(f"simulated backend connected as {backend.hello and backend.hello.get('backend')!r}", flush=True)
+
+        async def receive() -> None:
+            async for msg in backend:
+                iv = msg.intervention
+                print(f"backend <- {iv.action.upper():8} {iv.stream_id} at {iv.media_ts:5.1f}s "
+                      f"tier={iv.tier} effects={','.join(iv.effects)} | {iv.reason}", flush=True)
+                await backend.ack(iv.intervention_id)
+
+        receiver = asyncio.create_task(receive(), name="demo-backend")
+        try:
+            round_ = 0
+            while not stop.is_set():
+                round_ += 1
+                ids = []
+                for name, meta in manifest.items():
+                    stream_id = f"{name}-{round_}" if args.loop else name
+                    reply = await backend.send_control({
+                        "type": "stream.started", "stream_id": stream_id,
+                        "source": str(DEMO_DIR / meta["file"]), "metadata": {"title": meta["title"]},
+                    })
+                    print(f"backend -> stream.started {stream_id}: {reply.get('type')}", flush=True)
+                    ids.append(stream_id)
+                waits = [asyncio.ensure_future(service.wait(i)) for i in ids]
+                stopper = asyncio.ensure_future(stop.wait())
+                await asyncio.wait([stopper, asyncio.gather(*waits)], return_when=asyncio.FIRST_COMPLETED)
+                stopper.cancel()
+                for w in waits:
+                    w.cancel()
+                for i in ids:
+                    s = service.summaries.get(i)
+                    if s is not None:
+                        d = s.as_dict()
+                        print(f"summary {i}: highest tier {d['highest_tier']}, interventions "
+                              f"{d['interventions']}, max risk {d['max_risk']}", flush=True)
+                if not args.loop:
+                    await asyncio.sleep(1.0)  # let the last acks travel
+                    break
+        finally:
+            receiver.cancel()
+            await asyncio.wait([receiver])
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,237 @@
+"""Files and URLs decoded with PyAV (FFmpeg) in a worker thread.
+
+Video is sampled at ``video_fps`` in media time (only sampled frames are converted to RGB and scaled);
+audio is resampled to 16 kHz mono float32 and cut into windows for speech recognition. Media time starts
+at 0 at the container's first timestamp. ``realtime`` pacing sleeps so that a file plays out like a live
+stream; ``fast`` decodes as fast as the consumer takes samples.
+
+Errors: a source that cannot be opened, has neither audio nor video, or keeps failing to decode raises
+:class:`~livesafe.ingest.source.SourceError` naming the source. Isolated corrupt packets are counted in
+``stats.decode_errors`` and skipped, as a live monitor must.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import av
+import numpy as np
+import numpy.typing as npt
+
+from livesafe.events import AudioChunk, MediaSample, VideoSample
+from livesafe.ingest.source import (
+    ChannelClosedError,
+    IngestOptions,
+    IngestStats,
+    SampleChannel,
+    SourceError,
+)
+
+log = logging.getLogger(__name__)
+
+AUDIO_RATE = 16000
+#: A final audio remainder shorter than this is not worth transcribing.
+MIN_TAIL_S = 0.5
+
+
+class AudioWindower:
+    """Cuts a continuous 16 kHz mono signal into utterance-sized windows at quiet points.
+
+    A window is closed once it holds at least ``window_s`` of audio and a pause of ``MIN_PAUSE_S``
+    follows the window's first half, cutting in the middle of the longest such pause, so that words
+    are not split between windows. Continuous sound is cut hard at ``2 * window_s``. Media time is tracked by sample count.
+    (Voice-activity detection proper is the ingest issue's; this keeps speech whole for now.)
+    """
+
+    FRAME_S = 0.02
+    #: RMS below this (about -40 dBFS) or below 5 % of the window's loudest frame counts as quiet.
+    QUIET_RMS = 0.01
+    #: A pause at least this long is a place to cut.
+    MIN_PAUSE_S = 0.25
+
+    def __init__(self, stream_id: str, window_s: float, rate: int = AUDIO_RATE) -> None:
+        self.stream_id = stream_id
+        self.rate = rate
+        self.window = int(window_s * rate)
+        self.max_window = 2 * self.window
+        self.frame = int(self.FRAME_S * rate)
+        self._buf = np.zeros(0, dtype=np.float32)
+        self._start: float | None = None
+
+    def push(self, media_ts: float, samples: npt.NDArray[np.float32]) -> Iterator[AudioChunk]:
+        if self._start is None:
+            self._start = media_ts
+        self._buf = np.concatenate([self._buf, samples])
+        while len(self._buf) >= self.window and (cut := self._cut_point()) is not None:
+            yield AudioChunk(self.stream_id, round(self._start, 6), self._buf[:cut].copy(), self.rate)
+            self._buf = self._buf[cut:]
+            self._start += cut / self.rate
+
+    def _cut_point(self) -> int | None:
+        """Middle of the longest pause (>= MIN_PAUSE_S) after the window's first half, if any."""
+        usable = min(len(self._buf), self.max_window) // self.frame * self.frame
+        rms = np.sqrt(np.mean(self._buf[:usable].reshape(-1, self.frame) ** 2, axis=1))
+        first = (self.window // 2) // self.frame
+        if first >= len(rms):
+            return None
+        quiet = rms[first:] < max(self.QUIET_RMS, 0.05 * float(rms.max()))
+        best_len, best_mid, run = 0, -1, 0
+        for i, q in enumerate(quiet):
+            run = run + 1 if q else 0
+            if run > best_len:
+                best_len, best_mid = run, i - run // 2
+        if best_len * self.FRAME_S >= self.MIN_PAUSE_S or (best_len and len(self._buf) >= self.max_window):
+            return (first + best_mid) * self.frame + self.frame // 2
+        if len(self._buf) >= self.max_window:
+            return usable  # continuous sound: hard cut at the longest window
+        return None
+
+    def flush(self) -> Iterator[AudioChunk]:
+        if self._start is not None and len(self._buf) >= MIN_TAIL_S * self.rate:
+            yield AudioChunk(self.stream_id, round(self._start, 6), self._buf.copy(), self.rate)
+        self._buf = np.zeros(0, dtype=np.float32)
+
+
+class AVSource:
+    """A :class:`~livesafe.ingest.source.MediaSource` for anything FFmpeg opens: files, HTTP(S), RTMP..."""
+
+    def __init__(self, stream_id: str, url: str, options: IngestOptions | None = None) -> None:
+        self.stream_id = stream_id
+        self.url = url
+        self.options = options or IngestOptions()
+        self.stats = IngestStats()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._channel: SampleChannel | None = None
+
+    async def samples(self) -> AsyncIterator[MediaSample]:
+        if self._thread is not None:
+            raise RuntimeError("AVSource.samples() can only be iterated once")
+        loop = asyncio.get_running_loop()
+        channel = SampleChannel(loop, self.options.queue_size, self.options.pacing, self.stats)
+        self._channel = channel
+        self._thread = threading.Thread(
+            target=self._run, args=(channel,), name=f"decode-{self.stream_id}", daemon=True
+        )
+        self._thread.start()
+        try:
+            while (item := await channel.get()) is not None:
+                yield item
+        finally:
+            await self.aclose()
+
+    async def aclose(self) -> None:
+        """Stop decoding and wait for the decoder thread (bounded)."""
+        self._stop.set()
+        if self._channel is not None:
+            self._channel.close()
+        thread = self._thread
+        if thread is not None and thread.is_alive():
+            await asyncio.to_thread(thread.join, 5.0)
+            if thread.is_alive():
+                log.warning("decoder thread for %s did not stop within 5 s", self.stream_id)
+
+    # -- decoder thread -------------------------------------------------------------------------------
+    def _run(self, channel: SampleChannel) -> None:
+        error: BaseException | None = None
+        try:
+            for sample in self._decode():
+                channel.put(sample)
+        except ChannelClosedError:
+            pass
+        except SourceError as exc:
+            error = exc
+        except Exception as exc:  # any decoder failure ends this stream only, with its cause
+            error = SourceError(f"{self.url}: {type(exc).__name__}: {exc}")
+        channel.finish(error)
+
+    def _open(self) -> Any:
+        try:
+            return av.open(self.url, mode="r", timeout=(10.0, 10.0))
+        except (av.error.FFmpegError, OSError) as exc:
+            raise SourceError(f"cannot open {self.url}: {exc}") from exc
+
+    def _decode(self) -> Iterator[MediaSample]:
+        opts = self.options
+        container = self._open()
+        try:
+            video = container.streams.video[0] if container.streams.video else None
+            audio = container.streams.audio[0] if container.streams.audio else None
+            if video is None and audio is None:
+                raise SourceError(f"{self.url}: no audio or video stream")
+            if video is not None:
+                video.thread_type = "AUTO"
+            origin = (container.start_time or 0) / av.time_base
+            resampler = av.AudioResampler(format="flt", layout="mono", rate=AUDIO_RATE)
+            windower = AudioWindower(self.stream_id, opts.audio_window_s)
+            next_video_ts = 0.0
+            sample_index = 0
+            wall_start = time.monotonic()
+            streams = [s for s in (video, audio) if s is not None]
+            for packet in container.demux(*streams):
+                if self._stop.is_set():
+                    return
+                try:
+                    frames = packet.decode()
+                except av.error.FFmpegError as exc:
+                    self._decode_error(exc)
+                    continue
+                for frame in frames:
+                    ts = None if frame.time is None else max(0.0, float(frame.time) - origin)
+                    if ts is None:
+                        continue
+                    if opts.pacing == "realtime":
+                        self._pace(wall_start, ts)
+                    if isinstance(frame, av.VideoFrame):
+                        self.stats.frames_decoded += 1
+                        if ts + 1e-6 >= next_video_ts:
+                            next_video_ts = max(next_video_ts + 1.0 / opts.video_fps, ts)
+                            self.stats.frames_sampled += 1
+                            yield VideoSample(self.stream_id, round(ts, 6), self._rgb(frame), sample_index)
+                            sample_index += 1
+                    elif isinstance(frame, av.AudioFrame):
+                        yield from self._audio(resampler, windower, frame, ts)
+            yield from self._audio(resampler, windower, None, 0.0)
+            yield from windower.flush()
+        finally:
+            container.close()
+
+    def _audio(
+        self, resampler: Any, windower: AudioWindower, frame: av.AudioFrame | None, ts: float
+    ) -> Iterator[AudioChunk]:
+        try:
+            out = resampler.resample(frame)
+        except (av.error.FFmpegError, ValueError) as exc:
+            self._decode_error(exc)
+            return
+        for f in out:
+            pcm = f.to_ndarray().reshape(-1).astype(np.float32, copy=False)
+            self.stats.audio_seconds += len(pcm) / AUDIO_RATE
+            for chunk in windower.push(ts, pcm):
+                self.stats.audio_chunks += 1
+                yield chunk
+
+    def _rgb(self, frame: av.VideoFrame) -> npt.NDArray[np.uint8]:
+        width, height = frame.width, frame.height
+        if width > self.options.max_width:
+            height = max(2, round(height * self.options.max_width / width / 2) * 2)
+            width = self.options.max_width
+        return np.asarray(frame.to_ndarray(format="rgb24", width=width, height=height), dtype=np.uint8)
+
+    def _pace(self, wall_start: float, media_ts: float) -> None:
+        delay = wall_start + media_ts - time.monotonic()
+        if delay > 0:
+            self._stop.wait(delay)
+
+    def _decode_error(self, exc: Exception) -> None:
+        self.stats.decode_errors += 1
+        log.warning("%s: decode error %d: %s", self.stream_id, self.stats.decode_errors, exc)
+        if self.stats.decode_errors > self.options.max_decode_errors:
+            raise SourceError(
+                f"{self.url}: giving up after {self.stats.decode_errors} decode errors (last: {exc})"
+            ) from exc

@@ -1,0 +1,163 @@
+"""The one interface every media source implements, and the bounded hand-off from decoder to event loop.
+
+A source yields :class:`~livesafe.events.VideoSample` and :class:`~livesafe.events.AudioChunk` values in
+media-time order. Analyzers never learn where a sample came from. Decoding happens in a thread; the
+samples cross to the event loop through a :class:`SampleChannel` that never holds more than its capacity:
+in ``fast`` pacing the decoder waits for the consumer (nothing is lost, files are analysed completely); in
+``realtime`` pacing a slow consumer makes the channel drop the oldest video sample first (the newest frame
+wins) and then the oldest audio, and every drop is counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections import deque
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from livesafe.events import AudioChunk, MediaSample, VideoSample
+
+Pacing = Literal["fast", "realtime"]
+
+
+class SourceError(RuntimeError):
+    """A source that cannot be opened or decoded; the message names the source and the cause."""
+
+
+@dataclass(frozen=True, slots=True)
+class IngestOptions:
+    #: Video frames sampled per media second.
+    video_fps: float = 1.0
+    #: Target length of the audio windows handed to speech recognition (cut at quiet points).
+    audio_window_s: float = 5.0
+    #: ``fast``: as fast as the machine can; ``realtime``: paced like a live stream.
+    pacing: Pacing = "fast"
+    #: Samples buffered between decoder thread and event loop.
+    queue_size: int = 16
+    #: Sampled frames are scaled down to at most this width (keeps memory and model cost bounded).
+    max_width: int = 640
+    #: Decode errors tolerated before the source gives up.
+    max_decode_errors: int = 50
+
+
+@dataclass(slots=True)
+class IngestStats:
+    """Counters per stream; mutated by the decoder thread, read by anyone (ints are atomic enough)."""
+
+    frames_decoded: int = 0
+    frames_sampled: int = 0
+    video_dropped: int = 0
+    audio_chunks: int = 0
+    audio_dropped: int = 0
+    audio_seconds: float = 0.0
+    decode_errors: int = 0
+
+    def as_dict(self) -> dict[str, float]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+
+class MediaSource(Protocol):
+    """What the pipeline needs of a source."""
+
+    stream_id: str
+    stats: IngestStats
+
+    def samples(self) -> AsyncIterator[MediaSample]: ...
+
+    async def aclose(self) -> None: ...
+
+
+class _End:
+    """Marks the end of a channel, carrying the error that ended it, if any."""
+
+    def __init__(self, error: BaseException | None) -> None:
+        self.error = error
+
+
+class ChannelClosedError(RuntimeError):
+    """The consumer went away; the producer thread should stop."""
+
+
+class SampleChannel:
+    """A bounded, thread-to-event-loop channel of media samples. See the module docstring for the policy."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, capacity: int, pacing: Pacing, stats: IngestStats):
+        if capacity < 1:
+            raise ValueError(f"channel capacity must be >= 1, got {capacity}")
+        self._loop = loop
+        self._capacity = capacity
+        self._pacing = pacing
+        self._stats = stats
+        self._items: deque[MediaSample | _End] = deque()
+        self._cond = threading.Condition()
+        self._ready = asyncio.Event()
+        self._closed = False
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    # -- producer side (decoder thread) ---------------------------------------------------------------
+    def put(self, item: MediaSample) -> None:
+        with self._cond:
+            if self._pacing == "fast":
+                while len(self._items) >= self._capacity and not self._closed:
+                    self._cond.wait(0.1)
+            elif len(self._items) >= self._capacity:
+                self._drop_one()
+            if self._closed:
+                raise ChannelClosedError
+            self._items.append(item)
+        self._wake()
+
+    def finish(self, error: BaseException | None = None) -> None:
+        """End of stream (``error`` set when decoding failed); never blocks."""
+        with self._cond:
+            self._items.append(_End(error))
+        self._wake()
+
+    def _drop_one(self) -> None:
+        for kind in (VideoSample, AudioChunk):
+            for i, item in enumerate(self._items):
+                if isinstance(item, kind):
+                    del self._items[i]
+                    if kind is VideoSample:
+                        self._stats.video_dropped += 1
+                    else:
+                        self._stats.audio_dropped += 1
+                    return
+
+    def _wake(self) -> None:
+        try:
+            self._loop.call_soon_threadsafe(self._ready.set)
+        except RuntimeError:  # the loop is closed: nobody is listening any more
+            pass
+
+    # -- consumer side (event loop) -------------------------------------------------------------------
+    async def get(self) -> MediaSample | None:
+        """The next sample, or None at the end; re-raises a decoder error as :class:`SourceError`."""
+        while True:
+            with self._cond:
+                if self._items:
+                    item = self._items.popleft()
+                    self._cond.notify_all()
+                    break
+                self._ready.clear()
+            await self._ready.wait()
+        if isinstance(item, _End):
+            with self._cond:
+                self._items.appendleft(item)  # stay ended for any later get()
+            if item.error is not None:
+                if isinstance(item.error, SourceError):
+                    raise item.error
+                raise SourceError(str(item.error)) from item.error
+            return None
+        return item
+
+    def close(self) -> None:
+        """Consumer is done: unblock and stop the producer."""
+        with self._cond:
+            self._closed = True
+            self._items.clear()
+            self._cond.notify_all()

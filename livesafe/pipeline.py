@@ -1,0 +1,154 @@
+"""One stream, end to end: source -> analyzers -> pure core -> sink.
+
+The worker processes samples in the order the source yields them, running every model off the event loop
+(``asyncio.to_thread``), and feeds each signal to the :class:`~livesafe.core.Monitor` in that order. The
+sink receives every transcript, signal, risk update and intervention, in the order they happened, so a
+recording of the sink is a complete, replayable timeline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from livesafe.analyzers.base import SpeechRecognizer, TextAnalyzer, VisionAnalyzer
+from livesafe.core import Monitor
+from livesafe.events import AudioChunk, Event, Intervention, Signal, Transcript, VideoSample
+from livesafe.ingest.source import MediaSource, SourceError
+from livesafe.policy import Policy
+
+log = logging.getLogger(__name__)
+
+Sink = Callable[[Event], Awaitable[None]]
+
+
+@dataclass(slots=True)
+class Analyzers:
+    """The models a worker runs; loaded once per process and shared by every stream (thread-safe)."""
+
+    vision: list[VisionAnalyzer] = field(default_factory=list)
+    speech: SpeechRecognizer | None = None
+    text: list[TextAnalyzer] = field(default_factory=list)
+
+    @classmethod
+    def load(cls, policy: Policy) -> Analyzers:
+        """Load what the policy enables, from packaged weights (slow: call it off the event loop)."""
+        from livesafe.analyzers.registry import load_analyzers
+
+        vision, speech, text = load_analyzers(policy)
+        return cls(vision, speech, text)
+
+
+@dataclass(slots=True)
+class StreamSummary:
+    stream_id: str
+    source: str
+    media_seconds: float = 0.0
+    wall_seconds: float = 0.0
+    transcripts: int = 0
+    signals: Counter[str] = field(default_factory=Counter)
+    max_risk: dict[str, float] = field(default_factory=dict)
+    interventions: list[Intervention] = field(default_factory=list)
+    final_tier: str = "none"
+    ingest: dict[str, float] = field(default_factory=dict)
+    error: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        tiers = [iv for iv in self.interventions if iv.action != "escalate"]
+        return {
+            "type": "summary",
+            "stream_id": self.stream_id,
+            "source": self.source,
+            "media_seconds": round(self.media_seconds, 3),
+            "wall_seconds": round(self.wall_seconds, 3),
+            "speed": round(self.media_seconds / self.wall_seconds, 2) if self.wall_seconds else None,
+            "transcripts": self.transcripts,
+            "signals": dict(sorted(self.signals.items())),
+            "max_risk": {k: round(v, 4) for k, v in sorted(self.max_risk.items())},
+            "interventions": dict(Counter(iv.action for iv in self.interventions)),
+            "highest_tier": max(tiers, key=lambda iv: iv.tier_level).tier if tiers else "none",
+            "final_tier": self.final_tier,
+            "ingest": self.ingest,
+            "error": self.error,
+        }
+
+
+class StreamWorker:
+    """Monitors one stream until its source ends, fails, or the worker is cancelled."""
+
+    def __init__(
+        self, source: MediaSource, analyzers: Analyzers, monitor: Monitor, sink: Sink, *, url: str = ""
+    ) -> None:
+        self.source = source
+        self.stream_id = source.stream_id
+        self.analyzers = analyzers
+        self.monitor = monitor
+        self.sink = sink
+        self.summary = StreamSummary(self.stream_id, url)
+
+    async def run(self) -> StreamSummary:
+        """Run to the end of the source. A source error ends this stream (recorded in the summary) only."""
+        started = time.monotonic()
+        try:
+            async for sample in self.source.samples():
+                if isinstance(sample, VideoSample):
+                    await self._video(sample)
+                elif isinstance(sample, AudioChunk):
+                    await self._audio(sample)
+        except SourceError as exc:
+            self.summary.error = str(exc)
+            log.error("stream %s stopped: %s", self.stream_id, exc)
+        finally:
+            await self.source.aclose()
+            self.summary.wall_seconds = time.monotonic() - started
+            self.summary.ingest = self.source.stats.as_dict()
+            self.summary.final_tier = self.monitor.tier(self.stream_id)
+        return self.summary
+
+    async def _video(self, sample: VideoSample) -> None:
+        self._advance(sample.media_ts)
+        for analyzer in self.analyzers.vision:
+            for signal in await asyncio.to_thread(analyzer.analyze, sample):
+                await self._signal(signal)
+        await self._tick(sample.media_ts)
+
+    async def _audio(self, chunk: AudioChunk) -> None:
+        self._advance(chunk.end_ts)
+        if self.analyzers.speech is None:
+            return
+        for transcript in await asyncio.to_thread(self.analyzers.speech.transcribe, chunk):
+            await self._transcript(transcript)
+        await self._tick(chunk.end_ts)
+
+    async def _transcript(self, transcript: Transcript) -> None:
+        self.summary.transcripts += 1
+        await self.sink(transcript)
+        for analyzer in self.analyzers.text:
+            for signal in await asyncio.to_thread(analyzer.analyze, transcript):
+                await self._signal(signal)
+
+    async def _signal(self, signal: Signal) -> None:
+        self.summary.signals[signal.category] += 1
+        await self.sink(signal)
+        decision = self.monitor.step(signal)
+        level = self.monitor.levels(self.stream_id).get(signal.category, 0.0)
+        self.summary.max_risk[signal.category] = max(self.summary.max_risk.get(signal.category, 0.0), level)
+        await self.sink(decision.risk)
+        for intervention in decision.interventions:
+            await self._intervention(intervention)
+
+    async def _tick(self, media_ts: float) -> None:
+        for intervention in self.monitor.tick(self.stream_id, media_ts).interventions:
+            await self._intervention(intervention)
+
+    async def _intervention(self, intervention: Intervention) -> None:
+        self.summary.interventions.append(intervention)
+        await self.sink(intervention)
+
+    def _advance(self, media_ts: float) -> None:
+        self.summary.media_seconds = max(self.summary.media_seconds, media_ts)

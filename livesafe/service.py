@@ -1,0 +1,156 @@
+"""The livesafe service: Redis, the backend gateway, and one worker per monitored stream.
+
+Each stream's worker runs in its own task, owned by the service: a stream that fails (corrupt media, a
+source that cannot be opened) ends with an error recorded for that stream only; ``stream.ended`` or
+shutdown cancels the task and waits for it. Every event a worker produces goes to the Redis event log;
+interventions also go to the durable outbox, from which the gateway delivers them to the backend.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis.asyncio
+
+from livesafe.core import Monitor
+from livesafe.events import Event, Intervention
+from livesafe.ingest.av_source import AVSource
+from livesafe.ingest.source import IngestOptions, Pacing
+from livesafe.interventions.gateway import Gateway, StreamEnded, StreamStarted
+from livesafe.interventions.outbox import EventLog, Outbox
+from livesafe.pipeline import Analyzers, StreamSummary, StreamWorker
+from livesafe.policy import Policy
+
+log = logging.getLogger(__name__)
+
+#: How long a cancelled worker may take to wind down before the service stops waiting.
+STOP_TIMEOUT_S = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceOptions:
+    host: str = "127.0.0.1"
+    port: int = 8765
+    #: token -> backend name
+    tokens: Mapping[str, str] = field(default_factory=dict)
+    prefix: str = "livesafe"
+    pacing: Pacing = "realtime"
+    ack_timeout_s: float = 10.0
+
+
+class Service:
+    """Runs streams under one policy and delivers their interventions."""
+
+    def __init__(
+        self,
+        policy: Policy,
+        analyzers: Analyzers,
+        redis_client: redis.asyncio.Redis,
+        options: ServiceOptions,
+        *,
+        on_event: Callable[[Event], None] | None = None,
+    ) -> None:
+        self.policy = policy
+        self.analyzers = analyzers
+        self.options = options
+        self.monitor = Monitor(policy)
+        self.events = EventLog(redis_client, prefix=options.prefix)
+        self.outbox = Outbox(redis_client, prefix=options.prefix, redeliver_after_s=options.ack_timeout_s)
+        self.gateway = Gateway(
+            redis_client,
+            options.tokens,
+            host=options.host,
+            port=options.port,
+            prefix=options.prefix,
+            ack_timeout_s=options.ack_timeout_s,
+            on_stream_started=self._on_started,
+            on_stream_ended=self._on_ended,
+        )
+        self.on_event = on_event
+        self.summaries: dict[str, StreamSummary] = {}
+        self._workers: dict[str, asyncio.Task[StreamSummary]] = {}
+        self._summaries_live: dict[str, StreamSummary] = {}
+
+    async def __aenter__(self) -> Service:
+        await self.gateway.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        for stream_id in list(self._workers):
+            await self.stop_stream(stream_id)
+        await self.gateway.aclose()
+
+    @property
+    def streams(self) -> list[str]:
+        return sorted(self._workers)
+
+    def start_stream(self, stream_id: str, source: str, metadata: Mapping[str, Any] | None = None) -> None:
+        """Start monitoring ``source`` as ``stream_id``; ValueError if that stream is already running."""
+        if not stream_id or not source:
+            raise ValueError("stream.started needs a non-empty stream_id and source")
+        if stream_id in self._workers:
+            raise ValueError(f"stream {stream_id!r} is already being monitored")
+        sampling = self.policy.sampling
+        ingest = IngestOptions(
+            video_fps=sampling.video_fps, audio_window_s=sampling.audio_window_s, pacing=self.options.pacing
+        )
+        worker = StreamWorker(AVSource(stream_id, source, ingest), self.analyzers, self.monitor, self._sink,
+                              url=source)
+        task = asyncio.create_task(worker.run(), name=f"stream-{stream_id}")
+        self._workers[stream_id] = task
+        self._summaries_live[stream_id] = worker.summary
+        task.add_done_callback(lambda t, sid=stream_id: self._finished(sid, t))  # type: ignore[misc]
+        log.info("stream %s started: %s %s", stream_id, source, dict(metadata or {}))
+
+    async def stop_stream(self, stream_id: str) -> StreamSummary | None:
+        """Cancel a stream's worker and wait for it (bounded); returns its summary."""
+        task = self._workers.get(stream_id)
+        if task is None:
+            return self.summaries.get(stream_id)
+        task.cancel()
+        done, _ = await asyncio.wait([task], timeout=STOP_TIMEOUT_S)
+        if not done:
+            log.error("stream %s did not stop within %.0f s", stream_id, STOP_TIMEOUT_S)
+        return self.summaries.get(stream_id)
+
+    async def wait(self, stream_id: str) -> StreamSummary | None:
+        """Wait until a stream's worker ends by itself."""
+        task = self._workers.get(stream_id)
+        if task is not None:
+            await asyncio.wait([task])
+        return self.summaries.get(stream_id)
+
+    def _finished(self, stream_id: str, task: asyncio.Task[StreamSummary]) -> None:
+        self._workers.pop(stream_id, None)
+        self.monitor.forget(stream_id)
+        summary = self._summaries_live.pop(stream_id)
+        self.summaries[stream_id] = summary
+        if task.cancelled():
+            log.info("stream %s stopped", stream_id)
+        elif (exc := task.exception()) is not None:
+            summary.error = f"worker failed: {type(exc).__name__}: {exc}"
+            log.error("stream %s worker failed", stream_id, exc_info=exc)
+        else:
+            log.info("stream %s ended: %s", stream_id, summary.error or "end of media")
+
+    async def _sink(self, event: Event) -> None:
+        await self.events.append(event)
+        if isinstance(event, Intervention):
+            await self.outbox.publish(event)
+        if self.on_event is not None:
+            self.on_event(event)
+
+    async def _on_started(self, message: StreamStarted) -> None:
+        self.start_stream(message.stream_id, message.source, message.metadata)
+
+    async def _on_ended(self, message: StreamEnded) -> None:
+        if message.stream_id not in self._workers:
+            raise ValueError(f"stream {message.stream_id!r} is not being monitored")
+        await self.stop_stream(message.stream_id)

@@ -1,0 +1,140 @@
+"""Ingest through real PyAV decoding of media generated in a temp dir (and shared data where present)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from livesafe.events import AudioChunk, MediaSample, VideoSample
+from livesafe.ingest.av_source import AudioWindower, AVSource
+from livesafe.ingest.source import IngestOptions, IngestStats, SampleChannel, SourceError
+from tests.media import make_clip
+
+
+async def collect(source: AVSource, delay: float = 0.0) -> list[MediaSample]:
+    out = []
+    async for s in source.samples():
+        out.append(s)
+        if delay:
+            await asyncio.sleep(delay)
+    return out
+
+
+async def test_samples_video_at_policy_rate_and_audio_16k_mono(tmp_path: Path) -> None:
+    clip = make_clip(tmp_path / "a.mp4", 6.0)
+    src = AVSource("s", str(clip), IngestOptions(video_fps=2.0, audio_window_s=2.0))
+    samples = await collect(src)
+    video = [s for s in samples if isinstance(s, VideoSample)]
+    audio = [s for s in samples if isinstance(s, AudioChunk)]
+    assert [round(v.media_ts, 1) for v in video] == [i / 2 for i in range(12)]
+    assert [v.index for v in video] == list(range(12))
+    assert video[0].image.dtype == np.uint8 and video[0].image.shape == (120, 160, 3)
+    assert all(a.sample_rate == 16000 and a.samples.dtype == np.float32 and a.samples.ndim == 1 for a in audio)
+    # Audio windows are contiguous in media time and cover the clip.
+    for prev, cur in zip(audio, audio[1:], strict=False):
+        assert cur.media_ts == pytest.approx(prev.end_ts, abs=1e-3)
+    assert audio[0].media_ts == pytest.approx(0.0, abs=0.05)
+    assert audio[-1].end_ts == pytest.approx(6.0, abs=0.1)
+    assert src.stats.frames_decoded == 60 and src.stats.frames_sampled == 12
+    assert src.stats.video_dropped == 0 and src.stats.decode_errors == 0
+
+
+async def test_large_frames_are_scaled_down(tmp_path: Path) -> None:
+    clip = make_clip(tmp_path / "big.mp4", 1.0, audio=False, size=(1280, 720))
+    samples = await collect(AVSource("s", str(clip), IngestOptions(max_width=320)))
+    assert samples and all(s.image.shape == (180, 320, 3) for s in samples if isinstance(s, VideoSample))
+
+
+async def test_video_only_and_audio_only(tmp_path: Path) -> None:
+    v = await collect(AVSource("v", str(make_clip(tmp_path / "v.mp4", 3.0, audio=False))))
+    assert v and all(isinstance(s, VideoSample) for s in v)
+    a = await collect(AVSource("a", str(make_clip(tmp_path / "a.wav", 3.0, video=False))))
+    assert a and all(isinstance(s, AudioChunk) for s in a)
+    assert sum(s.duration for s in a if isinstance(s, AudioChunk)) == pytest.approx(3.0, abs=0.05)
+
+
+async def test_missing_and_corrupt_sources_raise_source_error(tmp_path: Path) -> None:
+    with pytest.raises(SourceError, match="cannot open"):
+        await collect(AVSource("x", str(tmp_path / "missing.mp4")))
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(np.random.default_rng(0).integers(0, 256, 50_000, dtype=np.uint8).tobytes())
+    with pytest.raises(SourceError):
+        await collect(AVSource("x", str(junk)))
+
+
+async def test_truncated_file_ends_cleanly_with_what_was_decodable(tmp_path: Path) -> None:
+    clip = make_clip(tmp_path / "t.mkv", 4.0)
+    data = clip.read_bytes()
+    cut = tmp_path / "cut.mkv"
+    cut.write_bytes(data[: len(data) * 2 // 3])
+    samples = await collect(AVSource("t", str(cut)))
+    assert any(isinstance(s, VideoSample) for s in samples)
+
+
+async def test_realtime_slow_consumer_drops_oldest_video_and_counts(tmp_path: Path) -> None:
+    clip = make_clip(tmp_path / "r.mp4", 2.0, audio=False, fps=25)
+    src = AVSource("r", str(clip), IngestOptions(video_fps=25.0, pacing="realtime", queue_size=2))
+    samples = await collect(src, delay=0.3)
+    video = [s for s in samples if isinstance(s, VideoSample)]
+    assert src.stats.video_dropped > 0
+    assert len(video) + src.stats.video_dropped == src.stats.frames_sampled
+    # The newest frame wins: the last frame of the clip is never the one dropped.
+    assert video[-1].media_ts == pytest.approx(1.96, abs=0.05)
+
+
+async def test_fast_slow_consumer_loses_nothing(tmp_path: Path) -> None:
+    clip = make_clip(tmp_path / "f.mp4", 1.0, audio=False, fps=25)
+    src = AVSource("f", str(clip), IngestOptions(video_fps=25.0, pacing="fast", queue_size=2))
+    samples = await collect(src, delay=0.01)
+    assert len(samples) == 25 and src.stats.video_dropped == 0
+
+
+async def test_consumer_leaving_early_stops_the_decoder(tmp_path: Path) -> None:
+    clip = make_clip(tmp_path / "e.mp4", 5.0)
+    src = AVSource("e", str(clip), IngestOptions(queue_size=1))
+    async for _ in src.samples():
+        break
+    await src.aclose()
+    assert src._thread is not None and not src._thread.is_alive()
+
+
+async def test_channel_never_exceeds_capacity() -> None:
+    stats = IngestStats()
+    ch = SampleChannel(asyncio.get_running_loop(), 3, "realtime", stats)
+    for i in range(10):
+        ch.put(VideoSample("s", float(i), np.zeros((2, 2, 3), np.uint8)))
+        assert len(ch) <= 3
+    ch.put(AudioChunk("s", 10.0, np.zeros(16, np.float32)))
+    ch.finish()
+    got = [await ch.get() for _ in range(4)]
+    assert [g.media_ts for g in got if g is not None] == [8.0, 9.0, 10.0]
+    assert stats.video_dropped == 8 and await ch.get() is None
+
+
+def test_windower_cuts_in_pauses_and_hard_cuts_continuous_sound() -> None:
+    rate = 16000
+    burst = 0.3 * np.sin(2 * np.pi * 300 * np.arange(int(1.8 * rate)) / rate).astype(np.float32)
+    pause = np.zeros(int(0.5 * rate), np.float32)
+    speech = np.concatenate([burst, pause] * 6)  # 13.8 s: sound 1.8 s, pause 0.5 s
+    w = AudioWindower("s", window_s=4.0)
+    chunks = list(w.push(10.0, speech)) + list(w.flush())
+    assert chunks[0].media_ts == 10.0
+    for c in chunks[:-1]:
+        # each cut falls in a pause: the last 0.2 s of every window is silent
+        assert np.abs(c.samples[-int(0.2 * rate):]).max() == 0.0
+        assert 2.0 <= c.duration <= 8.0
+    assert sum(c.duration for c in chunks) == pytest.approx(len(speech) / rate)
+    tone = 0.3 * np.sin(2 * np.pi * 300 * np.arange(20 * rate) / rate).astype(np.float32)
+    hard = list(AudioWindower("s", window_s=4.0).push(0.0, tone))
+    assert [round(c.duration, 2) for c in hard] == [8.0, 8.0]
+
+
+async def test_shared_trailer_with_a_corrupt_audio_packet(shared_data: Path) -> None:
+    src = AVSource("m", str(shared_data / "video/debian_opencv_doc/Megamind.avi"))
+    samples = await collect(src)
+    assert src.stats.decode_errors >= 1
+    assert sum(isinstance(s, VideoSample) for s in samples) >= 10
+    assert any(isinstance(s, AudioChunk) for s in samples)
