@@ -77,7 +77,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     level = logging.WARNING if args.command == "watch" else logging.INFO
     level = max(logging.DEBUG, level - 10 * args.verbose)
-    logging.basicConfig(level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     try:
         if args.command == "policy":
             return _policy_check(args.files)
@@ -240,7 +242,8 @@ async def _demo(service: Any, args: argparse.Namespace, stop: asyncio.Event) -> 
     token = next(iter(service.options.tokens))
     async with BackendClient(service.gateway.url, token) as backend:
         await backend.wait_connected()
-        print(f"simulated backend connected as {backend.hello and backend.hello.get('backend')!r}", flush=True)
+        name = backend.hello.get("backend") if backend.hello else None
+        print(f"simulated backend connected as {name!r}", flush=True)
 
         async def receive() -> None:
             async for msg in backend:

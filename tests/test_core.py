@@ -16,7 +16,9 @@ def policy() -> Policy:
     return load_policy()
 
 
-def sig(ts: float, category: str = "threat", score: float = 0.9, stream: str = "s1", text: str = "") -> Signal:
+def sig(
+    ts: float, category: str = "threat", score: float = 0.9, stream: str = "s1", text: str = ""
+) -> Signal:
     return Signal(stream, ts, category, score, "test", end_ts=ts + 1.0,
                   evidence={"text": text} if text else {})
 

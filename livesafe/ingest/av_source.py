@@ -44,7 +44,8 @@ class AudioWindower:
 
     A window is closed once it holds at least ``window_s`` of audio and a pause of ``MIN_PAUSE_S``
     follows the window's first half, cutting in the middle of the longest such pause, so that words
-    are not split between windows. Continuous sound is cut hard at ``2 * window_s``. Media time is tracked by sample count.
+    are not split between windows. Continuous sound is cut hard at ``2 * window_s``. Media time is
+    tracked by sample count.
     (Voice-activity detection proper is the ingest issue's; this keeps speech whole for now.)
     """
 
