@@ -1,0 +1,148 @@
+"""End to end with the real models: `livesafe watch` on the bundled demo streams, and the service
+delivering an intervention over a real websocket from a real Redis outbox."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis.asyncio
+
+from livesafe.client import BackendClient, GatewayError
+from livesafe.core import Monitor
+from livesafe.events import Ack, Intervention, Signal, from_dict, to_dict
+from livesafe.pipeline import Analyzers
+from livesafe.policy import load_policy
+from livesafe.service import Service, ServiceOptions
+
+pytestmark = pytest.mark.models
+
+DEMO = Path(__file__).resolve().parent.parent / "livesafe" / "demo"
+SCRIPT = json.loads((DEMO / "streams.json").read_text())
+
+
+def watch(name: str) -> list[dict[str, Any]]:
+    proc = subprocess.run(
+        [sys.executable, "-m", "livesafe.cli", "watch", str(DEMO / f"{name}.mp4"), "--json", "--fast"],
+        capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return [json.loads(line) for line in proc.stdout.splitlines()]
+
+
+@pytest.fixture(scope="module")
+def threat_lines() -> list[dict[str, Any]]:
+    return watch("threat")
+
+
+def test_watch_threat_intervenes_within_seconds_of_the_threat(threat_lines: list[dict[str, Any]]) -> None:
+    first_threat_at = SCRIPT["threat"]["script"][1]["start"]  # "I know where you live..."
+    interventions = [d for d in threat_lines if d["type"] == "intervention"]
+    assert interventions, "no intervention on the threat stream"
+    first = next(d for d in interventions if d["action"] in ("warn", "restrict", "cut"))
+    assert first["category"] == "threat"
+    assert first_threat_at <= first["media_ts"] <= first_threat_at + 8.0
+    for key in ("stream_id", "media_ts", "category", "score", "action", "tier", "reason", "policy",
+                "policy_hash", "signal_ids", "intervention_id"):
+        assert key in first
+    assert first["policy"] == "default" and first["policy_hash"] == load_policy().hash
+    assert "kill" in first["excerpt"].lower()
+    # Persistent threats climb the ladder.
+    assert {"warn", "restrict"} <= {d["action"] for d in interventions} or any(
+        d["action"] == "cut" for d in interventions)
+    summary = threat_lines[-1]
+    assert summary["type"] == "summary" and summary["error"] == ""
+    transcripts = [d for d in threat_lines if d["type"] == "transcript"]
+    assert any("know where you live" in d["text"].lower() for d in transcripts)
+    signals = [d for d in threat_lines if d["type"] == "signal"]
+    assert all({"category", "score", "analyzer", "media_ts", "flagged"} <= d.keys() for d in signals)
+
+
+def test_replaying_the_recorded_signals_gives_exactly_the_same_interventions(
+    threat_lines: list[dict[str, Any]],
+) -> None:
+    monitor = Monitor(load_policy())
+    replayed: list[dict[str, Any]] = []
+    for d in threat_lines:
+        if d["type"] == "signal":
+            fields = {k: v for k, v in d.items() if k != "flagged"}
+            event = from_dict(fields)
+            assert isinstance(event, Signal)
+            replayed += [to_dict(iv) for iv in monitor.feed(event)]
+    live = [d for d in threat_lines if d["type"] == "intervention"]
+    assert replayed == live
+
+
+def test_watch_benign_stays_at_or_below_observe() -> None:
+    lines = watch("benign")
+    assert [d for d in lines if d["type"] == "intervention" and d["action"] != "observe"] == []
+    assert lines[-1]["type"] == "summary" and lines[-1]["transcripts"] >= 3
+
+
+def test_watch_refuses_an_invalid_policy_before_running(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\ncategories: {threat: {weight: lots}}\nladder: {tiers: []}\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "livesafe.cli", "watch", str(DEMO / "threat.mp4"), "--policy", str(bad)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert proc.returncode == 2
+    assert "categories.threat.weight" in proc.stderr and str(bad) in proc.stderr
+
+
+@pytest.fixture(scope="module")
+def analyzers() -> Analyzers:
+    return Analyzers.load(load_policy())
+
+
+@pytest.fixture
+async def redis_client(redis_url: str) -> AsyncIterator[redis.asyncio.Redis]:
+    client = redis.asyncio.Redis.from_url(redis_url)
+    yield client
+    await client.aclose()
+
+
+async def test_service_delivers_over_websocket_and_a_corrupt_stream_stops_alone(
+    analyzers: Analyzers, redis_client: redis.asyncio.Redis, tmp_path: Path
+) -> None:
+    policy = load_policy()
+    prefix = f"test-{uuid.uuid4().hex[:8]}"
+    options = ServiceOptions(port=0, tokens={"tok": "backend-a"}, prefix=prefix, pacing="fast")
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 40)
+    async with Service(policy, analyzers, redis_client, options) as service:
+        async with BackendClient(service.gateway.url, "tok") as backend:
+            await backend.wait_connected()
+            with pytest.raises(GatewayError, match="source"):
+                await backend.send_control({"type": "stream.started", "stream_id": "x", "source": ""})
+            await backend.send_control({"type": "stream.started", "stream_id": "bad", "source": str(junk)})
+            await backend.send_control(
+                {"type": "stream.started", "stream_id": "live-1", "source": str(DEMO / "threat.mp4")})
+            received: list[Intervention] = []
+            async with asyncio.timeout(120):
+                async for msg in backend:
+                    received.append(msg.intervention)
+                    await backend.ack(msg.intervention.intervention_id)
+                    if msg.intervention.action in ("restrict", "cut"):
+                        break
+            bad = await service.wait("bad")
+            assert bad is not None and "junk.mp4" in bad.error
+            await service.wait("live-1")
+            assert received[0].stream_id == "live-1" and received[0].category == "threat"
+            # Acks land in the event log, beside the interventions and signals.
+            async with asyncio.timeout(10):
+                while True:
+                    events = await service.events.read(stream_id="live-1")
+                    acked = {e.intervention_id for e in events if isinstance(e, Ack)}
+                    if {iv.intervention_id for iv in received} <= acked:
+                        break
+                    await asyncio.sleep(0.05)
+            assert any(isinstance(e, Signal) for e in events)
+            assert any(isinstance(e, Intervention) for e in events)
