@@ -80,6 +80,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # Per-call chatter of libraries; livesafe's own log says what matters.
+    for noisy in ("faster_whisper", "websockets.server", "websockets.client", "httpx"):
+        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
     try:
         if args.command == "policy":
             return _policy_check(args.files)
