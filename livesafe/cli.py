@@ -11,11 +11,14 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from livesafe import __version__
 from livesafe.events import Event, Intervention, Signal, Transcript, to_dict
 from livesafe.policy import Policy, PolicyError, load_policy
+
+if TYPE_CHECKING:
+    from livesafe.service import Service
 
 log = logging.getLogger("livesafe")
 
@@ -237,7 +240,21 @@ async def _serve(args: argparse.Namespace, policy: Policy) -> int:
     return 0
 
 
-async def _demo(service: Any, args: argparse.Namespace, stop: asyncio.Event) -> int:
+async def _until_done_or_stopped(service: Service, ids: list[str], stop: asyncio.Event) -> None:
+    async def all_done() -> None:
+        for stream_id in ids:
+            await service.wait(stream_id)
+
+    tasks = [asyncio.create_task(all_done()), asyncio.create_task(stop.wait())]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.wait(tasks)
+
+
+async def _demo(service: Service, args: argparse.Namespace, stop: asyncio.Event) -> int:
     """A simulated backend connects, announces the demo streams and prints what livesafe sends it."""
     from livesafe.client import BackendClient
 
@@ -269,12 +286,7 @@ async def _demo(service: Any, args: argparse.Namespace, stop: asyncio.Event) -> 
                     })
                     print(f"backend -> stream.started {stream_id}: {reply.get('type')}", flush=True)
                     ids.append(stream_id)
-                waits = [asyncio.ensure_future(service.wait(i)) for i in ids]
-                stopper = asyncio.ensure_future(stop.wait())
-                await asyncio.wait([stopper, asyncio.gather(*waits)], return_when=asyncio.FIRST_COMPLETED)
-                stopper.cancel()
-                for w in waits:
-                    w.cancel()
+                await _until_done_or_stopped(service, ids, stop)
                 for i in ids:
                     s = service.summaries.get(i)
                     if s is not None:
