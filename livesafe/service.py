@@ -21,7 +21,7 @@ from livesafe.events import Event, Intervention
 from livesafe.ingest.av_source import AVSource
 from livesafe.ingest.source import IngestOptions, Pacing
 from livesafe.interventions.gateway import Gateway, StreamEnded, StreamStarted
-from livesafe.interventions.outbox import EventLog, Outbox
+from livesafe.interventions.outbox import EventLog, Outbox, reraise_swallowed_cancel
 from livesafe.pipeline import Analyzers, StreamSummary, StreamWorker
 from livesafe.policy import Policy
 
@@ -144,6 +144,7 @@ class Service:
         await self.events.append(event)
         if isinstance(event, Intervention):
             await self.outbox.publish(event)
+        reraise_swallowed_cancel()  # redis-py may swallow a cancel of this worker (see outbox)
         if self.on_event is not None:
             self.on_event(event)
 

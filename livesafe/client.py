@@ -1,0 +1,336 @@
+"""A minimal Python client for the streaming backend side of the gateway (protocol ``livesafe.v0``).
+
+A real backend may be written in any language; this one documents the protocol by example, lets
+the demo play a backend that prints what it is told, and drives the gateway in tests. It keeps one
+connection open, reconnecting with exponential backoff, and hands interventions to ``async for``.
+Acks, nacks and control messages sent while disconnected wait for the next connection (acks are
+by ``intervention_id``, so any connection of the same backend may carry them).
+
+Usage::
+
+    async with BackendClient("ws://127.0.0.1:8765/v1/backend", token) as client:
+        async for received in client:
+            apply(received.intervention)
+            await client.ack(received.intervention.intervention_id)
+
+Run ``python -m livesafe.client URL --token TOKEN`` for a backend that prints and acks everything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import random
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+
+from livesafe.events import EventFormatError, Intervention, from_dict
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    """An intervention as delivered: ``attempt`` > 1 means a resend (dedupe by intervention_id)."""
+
+    intervention: Intervention
+    attempt: int
+
+
+class GatewayError(RuntimeError):
+    """The gateway answered a control message with an error; the message is its reason."""
+
+
+class AuthenticationError(ConnectionError):
+    """The gateway refused the token (HTTP 401/403). Not retried: a bad token stays bad."""
+
+
+class _End:
+    """Queue sentinel: iteration is over."""
+
+
+@dataclass(slots=True)
+class _Pending:
+    """A control message awaiting its reply, and the connection it went out on."""
+
+    future: asyncio.Future[dict[str, Any]]
+    sent_on: ClientConnection | None = None
+
+
+class BackendClient:
+    """A reconnecting websocket client yielding :class:`Received` interventions."""
+
+    def __init__(
+        self,
+        url: str,
+        token: str,
+        *,
+        auto_ack: bool = False,
+        backoff_initial_s: float = 0.1,
+        backoff_max_s: float = 5.0,
+        reply_timeout_s: float = 10.0,
+        open_timeout_s: float = 10.0,
+        max_message_bytes: int = 2**20,
+    ) -> None:
+        """``auto_ack`` acks on receipt, before your code sees the intervention (at-most-once for you)."""
+        self.url = url
+        self._token = token
+        self.auto_ack = auto_ack
+        self.backoff_initial_s = backoff_initial_s
+        self.backoff_max_s = backoff_max_s
+        self.reply_timeout_s = reply_timeout_s
+        self.open_timeout_s = open_timeout_s
+        self.max_message_bytes = max_message_bytes
+        #: The gateway's last ``hello`` (backend name, protocol, ack timeout), ``None`` before the first.
+        self.hello: dict[str, Any] | None = None
+        #: How many times a connection was established (reconnections included).
+        self.connections = 0
+        #: The reason of the last unsolicited ``error`` from the gateway.
+        self.last_error: str | None = None
+        self._ws: ClientConnection | None = None
+        self._state_changed = asyncio.Event()  # set while connected, or once the client is finished
+        self._queue: asyncio.Queue[Received | _End | BaseException] = asyncio.Queue()
+        self._replies: dict[str, _Pending] = {}
+        self._runner: asyncio.Task[None] | None = None
+        self._closing = False
+        self._failure: BaseException | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._runner is not None:
+            raise RuntimeError("BackendClient already started")
+        self._runner = asyncio.create_task(self._run(), name=f"backend-client-{self.url}")
+
+    async def aclose(self) -> None:
+        """Close the connection and stop reconnecting; iteration ends."""
+        self._closing = True
+        ws = self._ws
+        if ws is not None:
+            await ws.close()
+        if self._runner is not None:
+            self._runner.cancel()
+            await asyncio.wait([self._runner])
+        self._finish(None)
+
+    async def __aenter__(self) -> BackendClient:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    @property
+    def connected(self) -> bool:
+        return self._ws is not None
+
+    async def wait_connected(self) -> None:
+        """Wait for a live connection; raises if the client is closed or its token was refused."""
+        while self._ws is None:
+            self._raise_if_finished()
+            await self._state_changed.wait()
+            self._raise_if_finished()
+
+    def _raise_if_finished(self) -> None:
+        if self._failure is not None:
+            raise self._failure
+        if self._closing:
+            raise ConnectionError("BackendClient is closed")
+
+    def _finish(self, failure: BaseException | None) -> None:
+        self._failure = self._failure or failure
+        self._state_changed.set()
+        self._queue.put_nowait(failure if failure is not None else _End())
+        self._fail_replies(None, ConnectionError("BackendClient closed before the gateway replied"))
+
+    def _fail_replies(self, ws: ClientConnection | None, exc: BaseException) -> None:
+        """Fail the replies awaited on ``ws`` (on any connection if ``None``): they will never come."""
+        for pending in self._replies.values():
+            if (ws is None or pending.sent_on is ws) and not pending.future.done():
+                pending.future.set_exception(exc)
+
+    # -- connection loop -------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        try:
+            await self._connect_loop()
+        except Exception as exc:  # a bug must end iteration loudly, not leave it waiting forever
+            logger.exception("backend client for %s stopped", self.url)
+            self._finish(exc)
+
+    async def _connect_loop(self) -> None:
+        delay = self.backoff_initial_s
+        headers = {"Authorization": f"Bearer {self._token}"}
+        while not self._closing:
+            try:
+                async with connect(
+                    self.url,
+                    additional_headers=headers,
+                    open_timeout=self.open_timeout_s,
+                    max_size=self.max_message_bytes,
+                    close_timeout=2.0,
+                ) as ws:
+                    await self._session(ws)
+                    delay = self.backoff_initial_s
+            except InvalidStatus as exc:
+                status = exc.response.status_code
+                body = exc.response.body.decode("utf-8", "replace").strip() if exc.response.body else ""
+                if status in (401, 403):
+                    self._finish(AuthenticationError(f"gateway refused the token (HTTP {status}): {body}"))
+                    return
+                logger.warning("gateway %s refused the connection: HTTP %d %s", self.url, status, body)
+            except (OSError, TimeoutError, InvalidHandshake, ConnectionClosed, ValueError) as exc:
+                logger.warning("gateway %s: connection failed: %s", self.url, exc)
+            if self._closing:
+                return
+            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+            delay = min(delay * 2, self.backoff_max_s)
+
+    async def _session(self, ws: ClientConnection) -> None:
+        hello = json.loads(await ws.recv())
+        if not isinstance(hello, dict) or hello.get("type") != "hello":
+            raise InvalidHandshake(f"expected a hello message first, got {hello!r}")
+        self.hello = hello
+        self.connections += 1
+        self._ws = ws
+        self._state_changed.set()
+        logger.info("connected to %s as backend %r", self.url, hello.get("backend"))
+        try:
+            async for raw in ws:
+                await self._dispatch(ws, raw)
+        finally:
+            self._ws = None
+            self._state_changed.clear()
+            self._fail_replies(ws, ConnectionError("connection lost before the gateway replied"))
+
+    async def _dispatch(self, ws: ClientConnection, raw: str | bytes) -> None:
+        try:
+            msg = json.loads(raw)
+            kind = msg.get("type")
+        except (ValueError, AttributeError):
+            logger.warning("gateway sent an unreadable message: %.200r", raw)
+            return
+        if kind == "intervention":
+            delivery = msg.pop("delivery", None) or {}
+            try:
+                event = from_dict(msg)
+            except EventFormatError as exc:
+                logger.warning("gateway sent a bad intervention: %s", exc)
+                return
+            assert isinstance(event, Intervention)
+            if self.auto_ack:
+                await ws.send(json.dumps({"type": "ack", "intervention_id": event.intervention_id}))
+            self._queue.put_nowait(Received(event, int(delivery.get("attempt", 1))))
+            return
+        pending = self._replies.get(str(msg.get("ref")))
+        if pending is not None and not pending.future.done():
+            pending.future.set_result(msg)
+        elif kind == "error":
+            self.last_error = str(msg.get("reason"))
+            logger.warning("gateway error: %s", self.last_error)
+        else:
+            logger.debug("ignoring gateway message of type %r", kind)
+
+    # -- iteration and sending -------------------------------------------------------------------
+
+    def __aiter__(self) -> BackendClient:
+        return self
+
+    async def __anext__(self) -> Received:
+        item = await self._queue.get()
+        if isinstance(item, Received):
+            return item
+        self._queue.put_nowait(item)  # keep later calls ending too
+        if isinstance(item, BaseException):
+            raise item
+        raise StopAsyncIteration
+
+    async def _send(self, message: Mapping[str, Any]) -> ClientConnection:
+        """Send on the current connection, waiting for one if need be; returns the one used."""
+        text = json.dumps(message)
+        while True:
+            await self.wait_connected()
+            ws = self._ws
+            if ws is None:
+                continue
+            try:
+                await ws.send(text)
+                return ws
+            except ConnectionClosed:
+                if self._ws is ws:  # the session loop has not noticed yet
+                    self._ws = None
+                    self._state_changed.clear()
+
+    async def ack(self, intervention_id: str) -> None:
+        """Tell the gateway the intervention was received and applied."""
+        await self._send({"type": "ack", "intervention_id": intervention_id})
+
+    async def nack(self, intervention_id: str, reason: str) -> None:
+        """Refuse the intervention for good (it is recorded and not resent)."""
+        await self._send({"type": "nack", "intervention_id": intervention_id, "reason": reason})
+
+    async def ping(self) -> None:
+        """Round-trip to the gateway; on return, everything sent before (acks too) was handled."""
+        await self.send_control({"type": "ping"})
+
+    async def send_control(self, message: Mapping[str, Any]) -> dict[str, Any]:
+        """Send a control message (``stream.started``...) and return the gateway's reply (``ok``...).
+
+        Raises :class:`GatewayError` with the gateway's reason if it answers with an error,
+        ``ConnectionError`` if the connection drops first, ``TimeoutError`` after ``reply_timeout_s``.
+        """
+        if not isinstance(message.get("type"), str):
+            raise ValueError("a control message needs a string 'type'")
+        ref = uuid.uuid4().hex
+        pending = _Pending(asyncio.get_running_loop().create_future())
+        self._replies[ref] = pending
+        try:
+            pending.sent_on = await self._send({**message, "ref": ref})
+            async with asyncio.timeout(self.reply_timeout_s):
+                reply = await pending.future
+        finally:
+            del self._replies[ref]
+            if pending.future.done() and not pending.future.cancelled():
+                pending.future.exception()  # retrieved: no "exception never retrieved" noise
+        if reply.get("type") == "error":
+            raise GatewayError(str(reply.get("reason")))
+        return reply
+
+
+async def print_interventions(url: str, token: str) -> None:
+    """A simulated backend: print every intervention and ack it."""
+    async with BackendClient(url, token) as client:
+        async for received in client:
+            iv = received.intervention
+            resend = f" (attempt {received.attempt})" if received.attempt > 1 else ""
+            print(
+                f"[{iv.stream_id} t={iv.media_ts:.1f}s] {iv.action.upper()} {iv.category} "
+                f"score={iv.score:.2f} effects={','.join(iv.effects)}{resend}: {iv.reason}",
+                flush=True,
+            )
+            await client.ack(iv.intervention_id)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="A simulated streaming backend that prints interventions")
+    parser.add_argument("url", help="gateway endpoint, e.g. ws://127.0.0.1:8765/v1/backend")
+    parser.add_argument("--token", required=True)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(print_interventions(args.url, args.token))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,411 @@
+"""The websocket endpoint the streaming backend connects to, to receive interventions.
+
+The backend is the system that actually blurs, mutes or cuts a stream, so it must get every
+decision even across its own restarts and network drops. The gateway is therefore a thin pipe
+over the durable :class:`~livesafe.interventions.outbox.Outbox`: each connection is one outbox
+consumer, an intervention stays pending until the backend acks or nacks it, anything unanswered
+for ``ack_timeout_s`` is resent, and whatever a dropped connection held is released at once so the
+reconnection receives it without waiting. Delivery is at-least-once: backends dedupe by
+``intervention_id``.
+
+Wire protocol ``livesafe.v0`` (JSON text frames, at most ``max_message_bytes`` each; a larger frame
+closes the connection with code 1009). Handshake: ``GET /v1/backend`` with ``Authorization: Bearer
+<token>`` (or ``?token=<token>``); otherwise HTTP 401 with the reason as body.
+
+Server → backend:
+  ``{"type": "hello", "protocol": "livesafe.v0", "backend": name, "ack_timeout_s": s,
+  "max_message_bytes": n}`` once, first;
+  ``{"type": "intervention", ...to_dict(intervention), "delivery": {"attempt": n}}``;
+  ``{"type": "ok", "for": type, "stream_id": id}`` after an accepted control message;
+  ``{"type": "pong"}`` answering a ping;
+  ``{"type": "error", "reason": why}`` for anything it could not accept (the connection stays open).
+  Replies echo the ``ref`` of the message they answer when it had one (a string or integer).
+
+Backend → server:
+  ``{"type": "ack", "intervention_id": id}``; ``{"type": "nack", "intervention_id": id, "reason": why}``
+  (a nack is final: recorded, never redelivered); ``{"type": "stream.started", "stream_id": id,
+  "source": url, "metadata": {...}}``; ``{"type": "stream.ended", "stream_id": id}``;
+  ``{"type": "ping"}``. Acks and nacks get no reply unless they fail; a repeated ack of the same id is
+  ignored. Messages of one connection are handled in order, so a pong also confirms that everything
+  sent before the ping (acks included) has been recorded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import uuid
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from types import TracebackType
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import redis
+import redis.asyncio
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from livesafe.events import Ack, to_dict
+from livesafe.interventions.outbox import DEFAULT_PREFIX, EventLog, Outbox, reraise_swallowed_cancel
+
+logger = logging.getLogger(__name__)
+
+PROTOCOL = "livesafe.v0"
+PATH = "/v1/backend"
+
+
+@dataclass(frozen=True, slots=True)
+class StreamStarted:
+    """A backend announced a new stream it wants monitored."""
+
+    backend: str
+    stream_id: str
+    source: str = ""
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class StreamEnded:
+    """A backend announced that a stream is over."""
+
+    backend: str
+    stream_id: str
+
+
+#: Control callbacks. Raise ``ValueError`` to refuse (its message goes back to the backend). They run
+#: inline on the connection's receive path, so they should hand long work to a task of their own.
+StreamStartedHandler = Callable[[StreamStarted], Awaitable[None]]
+StreamEndedHandler = Callable[[StreamEnded], Awaitable[None]]
+
+
+class ProtocolError(ValueError):
+    """A message the gateway cannot accept; the text is sent back as the error ``reason``."""
+
+
+def _error(reason: str, ref: object = None) -> dict[str, Any]:
+    return _with_ref({"type": "error", "reason": reason}, ref)
+
+
+def _with_ref(reply: dict[str, Any], ref: object) -> dict[str, Any]:
+    if isinstance(ref, str | int) and not isinstance(ref, bool):
+        reply["ref"] = ref
+    return reply
+
+
+def _field(msg: Mapping[str, Any], name: str, kind: type, default: Any = None) -> Any:
+    """``msg[name]`` checked to be a ``kind`` (and non-empty when required, i.e. no default)."""
+    value = msg.get(name, default)
+    if value is None or (default is None and value == ""):
+        raise ProtocolError(f"{msg.get('type')}: missing {name!r}")
+    if not isinstance(value, kind):
+        raise ProtocolError(
+            f"{msg.get('type')}: {name!r} must be a {kind.__name__}, got {type(value).__name__}"
+        )
+    return value
+
+
+async def _cancel_and_wait(task: asyncio.Task[Any]) -> None:
+    """Cancel ``task`` and wait for it; only *our own* cancellation propagates, never the task's."""
+    task.cancel()
+    await asyncio.wait([task])
+    if not task.cancelled() and task.exception() is not None:
+        logger.error("task %s failed", task.get_name(), exc_info=task.exception())
+
+
+class Gateway:
+    """The ``/v1/backend`` websocket server delivering the outbox to authenticated backends."""
+
+    def __init__(
+        self,
+        redis_client: redis.asyncio.Redis,
+        tokens: Mapping[str, str],
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        prefix: str = DEFAULT_PREFIX,
+        ack_timeout_s: float = 10.0,
+        max_message_bytes: int = 64 * 1024,
+        batch_size: int = 20,
+        on_stream_started: StreamStartedHandler | None = None,
+        on_stream_ended: StreamEndedHandler | None = None,
+        close_timeout_s: float = 2.0,
+    ) -> None:
+        """``tokens`` maps each accepted token to the backend name it authenticates."""
+        if not tokens:
+            raise ValueError("Gateway needs at least one token: no backend could ever connect")
+        self.outbox = Outbox(redis_client, prefix=prefix, redeliver_after_s=ack_timeout_s)
+        self.events = EventLog(redis_client, prefix=prefix)
+        self._tokens = [(token.encode("utf-8"), name) for token, name in tokens.items()]
+        self.host = host
+        self._requested_port = port
+        self.ack_timeout_s = ack_timeout_s
+        self.max_message_bytes = max_message_bytes
+        self.batch_size = batch_size
+        self.on_stream_started = on_stream_started
+        self.on_stream_ended = on_stream_ended
+        self.close_timeout_s = close_timeout_s
+        # How long one outbox read waits for news. New interventions wake it at once, but resends
+        # (timeouts, or entries a dropped connection released) are only seen between reads.
+        self._block_ms = int(min(250.0, max(10.0, ack_timeout_s * 250)))
+        self._instance = uuid.uuid4().hex[:8]
+        self._connection_seq = 0
+        self._server: Server | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._handlers: dict[str, Callable[[str, Mapping[str, Any]], Awaitable[dict[str, Any] | None]]] = {
+            "ack": self._on_ack,
+            "nack": self._on_ack,
+            "stream.started": self._on_stream_started,
+            "stream.ended": self._on_stream_ended,
+            "ping": self._on_ping,
+        }
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._server is not None:
+            raise RuntimeError("Gateway already started")
+        self._server = await serve(
+            self._handle,
+            self.host,
+            self._requested_port,
+            process_request=self._process_request,
+            max_size=self.max_message_bytes,
+            close_timeout=self.close_timeout_s,
+            server_header=None,
+        )
+
+    async def aclose(self) -> None:
+        """Close every connection (code 1001), wait for their handlers, then for any task left."""
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
+            await server.wait_closed()
+        for task in list(self._tasks):
+            await _cancel_and_wait(task)
+
+    async def __aenter__(self) -> Gateway:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    @property
+    def port(self) -> int:
+        if self._server is None:
+            raise RuntimeError("Gateway not started")
+        return int(self._server.sockets[0].getsockname()[1])
+
+    @property
+    def url(self) -> str:
+        """The backend endpoint, e.g. ``ws://127.0.0.1:8765/v1/backend``."""
+        return f"ws://{self.host}:{self.port}{PATH}"
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    # -- handshake -------------------------------------------------------------------------------
+
+    def _backend_for(self, token: str) -> str | None:
+        """Constant-time lookup over all tokens, so timing does not reveal a near match."""
+        given, found = token.encode("utf-8"), None
+        for known, name in self._tokens:
+            if hmac.compare_digest(given, known):
+                found = name
+        return found
+
+    def _authenticate(self, path: str, headers: Headers) -> tuple[str | None, str]:
+        """``(backend, "")`` for a good token, else ``(None, why)``."""
+        header = headers.get("Authorization")
+        if header is not None:
+            scheme, _, token = header.partition(" ")
+            token = token.strip()
+            if scheme.lower() != "bearer" or not token:
+                return None, "malformed Authorization header: expected 'Bearer <token>'"
+        else:
+            token = (parse_qs(urlsplit(path).query).get("token") or [""])[0]
+            if not token:
+                return None, "missing token: send 'Authorization: Bearer <token>' or ?token=<token>"
+        backend = self._backend_for(token)
+        return (backend, "") if backend is not None else (None, "invalid token")
+
+    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        path = urlsplit(request.path).path
+        if path != PATH:
+            return connection.respond(HTTPStatus.NOT_FOUND, f"no endpoint at {path}; backends use {PATH}\n")
+        backend, why = self._authenticate(request.path, request.headers)
+        if backend is None:
+            logger.warning("refused backend connection from %s: %s", connection.remote_address, why)
+            response = connection.respond(HTTPStatus.UNAUTHORIZED, why + "\n")
+            response.headers["WWW-Authenticate"] = 'Bearer realm="livesafe"'
+            return response
+        return None
+
+    # -- connection ------------------------------------------------------------------------------
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        assert ws.request is not None  # the handshake succeeded, so process_request accepted it
+        backend, _ = self._authenticate(ws.request.path, ws.request.headers)
+        assert backend is not None
+        self._connection_seq += 1
+        consumer = f"{backend}:{self._instance}:{self._connection_seq}"
+        logger.info("backend %r connected from %s as consumer %s", backend, ws.remote_address, consumer)
+        hello = {
+            "type": "hello",
+            "protocol": PROTOCOL,
+            "backend": backend,
+            "ack_timeout_s": self.ack_timeout_s,
+            "max_message_bytes": self.max_message_bytes,
+        }
+        pump: asyncio.Task[None] | None = None
+        try:
+            await ws.send(json.dumps(hello))
+            await self._prune()
+            pump = self._spawn(self._pump(ws, consumer), name=f"gateway-pump-{consumer}")
+            async for raw in ws:
+                reply = await self._on_message(backend, raw)
+                if reply is not None:
+                    await ws.send(json.dumps(reply))
+        except ConnectionClosed as exc:
+            logger.info("backend %r (%s) disconnected: %s", backend, consumer, exc)
+        finally:
+            if pump is not None:
+                await _cancel_and_wait(pump)
+            await self._release(consumer)
+
+    async def _prune(self) -> None:
+        try:
+            await self.outbox.prune_consumers(idle_s=max(60.0, 10 * self.ack_timeout_s))
+        except redis.RedisError as exc:
+            logger.warning("could not prune idle outbox consumers: %s", exc)
+
+    async def _release(self, consumer: str) -> None:
+        try:
+            released = await self.outbox.release(consumer)
+        except redis.RedisError as exc:
+            logger.warning("could not release %s's interventions (resent after timeout): %s", consumer, exc)
+            return
+        if released:
+            logger.info("released %d unacknowledged interventions of %s for redelivery", released, consumer)
+
+    async def _pump(self, ws: ServerConnection, consumer: str) -> None:
+        """Run :meth:`_deliver`; if it breaks, close the connection so the backend reconnects."""
+        try:
+            await self._deliver(ws, consumer)
+        except ConnectionClosed:
+            return  # the handler releases what this consumer still holds
+        except Exception:
+            logger.exception("delivery to %s failed; closing its connection", consumer)
+            await ws.close(1011, "internal error delivering interventions")
+
+    async def _deliver(self, ws: ServerConnection, consumer: str) -> None:
+        """Send this consumer's outbox deliveries until the connection closes; survive Redis outages."""
+        delay = 0.1
+        while True:
+            try:
+                deliveries = await self.outbox.claim(consumer, count=self.batch_size, block_ms=self._block_ms)
+            except redis.RedisError as exc:
+                reraise_swallowed_cancel()
+                logger.warning("outbox read failed for %s, retrying in %.1fs: %s", consumer, delay, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            reraise_swallowed_cancel()
+            delay = 0.1
+            for delivery in deliveries:
+                message = {**to_dict(delivery.intervention), "delivery": {"attempt": delivery.attempt}}
+                await ws.send(json.dumps(message))
+
+    # -- messages --------------------------------------------------------------------------------
+
+    async def _on_message(self, backend: str, raw: str | bytes) -> dict[str, Any] | None:
+        """The reply to one backend message, if any. Never raises for anything the backend sends."""
+        if isinstance(raw, bytes):
+            return _error("binary frames are not supported: send JSON text frames")
+        try:
+            msg = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            return _error(f"malformed JSON: {exc}")
+        if not isinstance(msg, dict):
+            return _error(f"a message must be a JSON object, got {type(msg).__name__}")
+        kind, ref = msg.get("type"), msg.get("ref")
+        handler = self._handlers.get(kind) if isinstance(kind, str) else None
+        if handler is None:
+            expected = ", ".join(sorted(self._handlers))
+            what = "missing 'type'" if kind is None else f"unknown message type {kind!r}"
+            return _error(f"{what}; expected one of: {expected}", ref)
+        try:
+            reply = await handler(backend, msg)
+        except ProtocolError as exc:
+            return _error(str(exc), ref)
+        except redis.RedisError as exc:
+            logger.error("%s from %r not recorded: %s", kind, backend, exc)
+            return _error(f"{kind} not recorded, storage unavailable; retry later", ref)
+        except Exception:
+            logger.exception("internal error handling %s from %r", kind, backend)
+            return _error(f"internal error handling {kind}", ref)
+        return None if reply is None else _with_ref(reply, ref)
+
+    async def _on_ack(self, backend: str, msg: Mapping[str, Any]) -> dict[str, Any] | None:
+        status = str(msg["type"])
+        intervention_id: str = _field(msg, "intervention_id", str)
+        reason: str = _field(msg, "reason", str, "")
+        result = await self.outbox.ack(intervention_id)
+        if result.status == "unknown":
+            raise ProtocolError(f"{status}: unknown intervention_id {intervention_id!r}")
+        if result.status == "duplicate":
+            logger.debug("%r repeated %s of %s; ignored", backend, status, intervention_id)
+            return None
+        done = result.intervention
+        await self.events.append(
+            Ack(
+                stream_id=done.stream_id if done else "",
+                media_ts=done.media_ts if done else 0.0,
+                intervention_id=intervention_id,
+                status=status,
+                backend=backend,
+                reason=reason,
+            )
+        )
+        log = logger.warning if status == "nack" else logger.info
+        log("%r %sed %s%s", backend, status, intervention_id, f": {reason}" if reason else "")
+        return None
+
+    async def _on_ping(self, backend: str, msg: Mapping[str, Any]) -> dict[str, Any]:
+        return {"type": "pong"}
+
+    async def _on_stream_started(self, backend: str, msg: Mapping[str, Any]) -> dict[str, Any]:
+        event = StreamStarted(
+            backend=backend,
+            stream_id=_field(msg, "stream_id", str),
+            source=_field(msg, "source", str, ""),
+            metadata=_field(msg, "metadata", dict, {}),
+        )
+        if self.on_stream_started is None:
+            raise ProtocolError("stream.started is not accepted here: no stream handler is configured")
+        try:
+            await self.on_stream_started(event)
+        except ValueError as exc:
+            raise ProtocolError(f"stream.started refused: {exc}") from exc
+        return {"type": "ok", "for": "stream.started", "stream_id": event.stream_id}
+
+    async def _on_stream_ended(self, backend: str, msg: Mapping[str, Any]) -> dict[str, Any]:
+        event = StreamEnded(backend=backend, stream_id=_field(msg, "stream_id", str))
+        if self.on_stream_ended is None:
+            raise ProtocolError("stream.ended is not accepted here: no stream handler is configured")
+        try:
+            await self.on_stream_ended(event)
+        except ValueError as exc:
+            raise ProtocolError(f"stream.ended refused: {exc}") from exc
+        return {"type": "ok", "for": "stream.ended", "stream_id": event.stream_id}

@@ -1,0 +1,356 @@
+"""The event log and the durable intervention outbox, both Redis Streams.
+
+``EventLog`` is the append-only record of what happened (``{prefix}:events``), bounded by an
+approximate ``MAXLEN`` so a long-running monitor does not grow Redis without limit.
+
+``Outbox`` (``{prefix}:outbox``) is how decisions reach the streaming backend at least once, even
+across gateway restarts and backend disconnects. One consumer group (``{prefix}:gateway``) reads it;
+each gateway connection is one consumer. An entry stays pending until the backend acks (or nacks)
+it; an entry pending longer than ``redeliver_after_s`` is claimed again (``XPENDING IDLE`` +
+``XCLAIM``: an ``XAUTOCLAIM`` that also reports delivery counts) and resent with its attempt
+number. Acknowledged entries are deleted, so the stream holds only undelivered or unacknowledged
+work and needs no trimming (trimming would silently drop pending interventions).
+
+Publishing is idempotent by ``intervention_id``: a marker key ``{prefix}:outbox:id:<id>`` (with a
+TTL) is set in the same Lua script as the ``XADD``, so a replay or a retried publish never sends a
+decision twice, and the marker's value (the entry id) lets ``ack`` find the entry by intervention id.
+
+Both classes accept clients with or without ``decode_responses``. Keys of one prefix are not given
+a Redis Cluster hash tag; livesafe targets a single Redis server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+import redis.asyncio
+from redis.typing import StreamIdT
+
+from livesafe.events import Event, EventFormatError, Intervention, from_dict, to_dict
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_PREFIX = "livesafe"
+
+# KEYS: marker, stream. ARGV: intervention_id, payload, ttl seconds.
+_PUBLISH = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return false end
+local entry = redis.call('XADD', KEYS[2], '*', 'intervention_id', ARGV[1], 'data', ARGV[2])
+redis.call('SET', KEYS[1], entry, 'EX', tonumber(ARGV[3]))
+return entry
+"""
+
+# KEYS: marker, stream. ARGV: group. Returns {status, payload}: status 'ok', 'duplicate' or 'unknown'.
+_ACK = """
+local entry = redis.call('GET', KEYS[1])
+if not entry then return {'unknown', ''} end
+local found = redis.call('XRANGE', KEYS[2], entry, entry)
+redis.call('XACK', KEYS[2], ARGV[1], entry)
+if #found == 0 then return {'duplicate', ''} end
+redis.call('XDEL', KEYS[2], entry)
+local fields = found[1][2]
+for i = 1, #fields, 2 do
+  if fields[i] == 'data' then return {'ok', fields[i + 1]} end
+end
+return {'ok', ''}
+"""
+
+
+def reraise_swallowed_cancel() -> None:
+    """Re-raise a cancellation of the current task that a library swallowed.
+
+    redis-py sends commands through ``asyncio.wait_for``, which on Python 3.11 returns the result
+    and drops a cancel that lands as the send completes (CPython gh-86296). The request is still
+    counted by ``Task.cancelling()``, so code looping over Redis calls this to stay cancellable.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
+def _str(value: Any) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+def _fields(raw: Mapping[Any, Any] | None) -> dict[str, str]:
+    return {_str(k): _str(v) for k, v in (raw or {}).items()}
+
+
+def _dumps(event: Event) -> str:
+    return json.dumps(to_dict(event), separators=(",", ":"), ensure_ascii=False)
+
+
+class EventLog:
+    """Append-only log of livesafe events on the Redis Stream ``{prefix}:events``."""
+
+    def __init__(
+        self, redis_client: redis.asyncio.Redis, *, prefix: str = DEFAULT_PREFIX, maxlen: int = 100_000
+    ) -> None:
+        self.redis = redis_client
+        self.key = f"{prefix}:events"
+        self.maxlen = maxlen
+
+    async def append(self, event: Event) -> str:
+        """Append ``event`` (as ``to_dict`` JSON); returns the stream entry id."""
+        entry = await self.redis.xadd(
+            self.key,
+            {"type": event.type, "stream_id": event.stream_id, "data": _dumps(event)},
+            maxlen=self.maxlen,
+            approximate=True,
+        )
+        return _str(entry)
+
+    async def entries(
+        self, *, stream_id: str | None = None, start: str = "-", count: int | None = None
+    ) -> list[tuple[str, Event]]:
+        """``(entry_id, event)`` pairs, oldest first, from ``start`` (inclusive), of one stream or all.
+
+        Filtering by ``stream_id`` scans the log; ``count`` bounds the result, not the scan. An entry
+        that no longer parses is logged and skipped rather than failing the whole read.
+        """
+        out: list[tuple[str, Event]] = []
+        cursor, inclusive = start, True
+        while count is None or len(out) < count:
+            lower = cursor if inclusive else f"({cursor}"
+            batch = await self.redis.xrange(self.key, min=lower, max="+", count=500)
+            if not batch:
+                break
+            for entry_id, raw in batch:
+                fields = _fields(raw)
+                if stream_id is not None and fields.get("stream_id") != stream_id:
+                    continue
+                try:
+                    out.append((_str(entry_id), from_dict(json.loads(fields["data"]))))
+                except (KeyError, ValueError, EventFormatError) as exc:
+                    logger.warning("event log %s: skipping unreadable entry %s: %s", self.key, entry_id, exc)
+                if count is not None and len(out) >= count:
+                    break
+            cursor, inclusive = _str(batch[-1][0]), False
+        return out
+
+    async def read(
+        self, *, stream_id: str | None = None, start: str = "-", count: int | None = None
+    ) -> list[Event]:
+        """The events of :meth:`entries`, without their entry ids."""
+        return [event for _entry, event in await self.entries(stream_id=stream_id, start=start, count=count)]
+
+    async def length(self) -> int:
+        return int(await self.redis.xlen(self.key))
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """An intervention handed to one consumer: ``attempt`` is 1 on first delivery, 2 on the first resend..."""
+
+    intervention: Intervention
+    entry_id: str
+    attempt: int
+
+
+@dataclass(frozen=True, slots=True)
+class AckResult:
+    """What :meth:`Outbox.ack` did: ``status`` is ``ok``, ``duplicate`` (already acked) or ``unknown``.
+
+    ``intervention`` is the acknowledged intervention when ``status == "ok"``.
+    """
+
+    status: str
+    intervention: Intervention | None = None
+
+
+class Outbox:
+    """Durable, idempotent, at-least-once intervention outbox on ``{prefix}:outbox``."""
+
+    def __init__(
+        self,
+        redis_client: redis.asyncio.Redis,
+        *,
+        prefix: str = DEFAULT_PREFIX,
+        redeliver_after_s: float = 10.0,
+        dedupe_ttl_s: int = 7 * 24 * 3600,
+    ) -> None:
+        if redeliver_after_s <= 0:
+            raise ValueError(f"redeliver_after_s must be > 0, got {redeliver_after_s}")
+        self.redis = redis_client
+        self.key = f"{prefix}:outbox"
+        self.group = f"{prefix}:gateway"
+        self._marker_prefix = f"{prefix}:outbox:id:"
+        self.redeliver_after_s = redeliver_after_s
+        self.dedupe_ttl_s = dedupe_ttl_s
+        self._publish = self.redis.register_script(_PUBLISH)
+        self._ack = self.redis.register_script(_ACK)
+
+    def _marker(self, intervention_id: str) -> str:
+        return self._marker_prefix + intervention_id
+
+    async def publish(self, intervention: Intervention) -> bool:
+        """Queue ``intervention`` for the backend; ``False`` if its id was already published (a no-op)."""
+        entry = await self._publish(
+            keys=[self._marker(intervention.intervention_id), self.key],
+            args=[intervention.intervention_id, _dumps(intervention), self.dedupe_ttl_s],
+        )
+        return entry is not None
+
+    async def ensure_group(self) -> None:
+        """Create the consumer group (reading from the start, so earlier publishes are delivered)."""
+        try:
+            await self.redis.xgroup_create(self.key, self.group, id="0", mkstream=True)
+        except redis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    async def claim(self, consumer: str, count: int = 10, block_ms: int | None = None) -> list[Delivery]:
+        """Up to ``count`` deliveries for ``consumer``: overdue pending entries first, then new ones.
+
+        Entries pending (unacknowledged) for longer than ``redeliver_after_s``, whoever held them,
+        are re-claimed with their incremented delivery count. If none were overdue, waits up to
+        ``block_ms`` for new entries (``None``: do not wait; Redis's "0 = forever" is not offered).
+        """
+        if count < 1:
+            raise ValueError(f"count must be >= 1, got {count}")
+        if block_ms is not None and block_ms < 1:
+            raise ValueError(f"block_ms must be >= 1 or None, got {block_ms}")
+        try:
+            return await self._claim(consumer, count, block_ms)
+        except redis.ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            await self.ensure_group()  # first use, or the stream was deleted under us
+            return await self._claim(consumer, count, block_ms)
+
+    async def _claim(self, consumer: str, count: int, block_ms: int | None) -> list[Delivery]:
+        overdue = await self._reclaim(consumer, count)
+        if overdue:
+            return overdue
+        reraise_swallowed_cancel()  # before blocking, not after
+        reply = await self.redis.xreadgroup(
+            self.group, consumer, {self.key: ">"}, count=count, block=block_ms
+        )
+        entries: list[tuple[Any, Any]] = []
+        for _stream, stream_entries in _stream_replies(reply):
+            entries.extend(stream_entries)
+        return await self._deliveries(entries, {})
+
+    async def _reclaim(self, consumer: str, count: int) -> list[Delivery]:
+        # XPENDING (with IDLE) then XCLAIM rather than XAUTOCLAIM: XAUTOCLAIM does not return the
+        # delivery counts, and the backend is told which attempt each resend is.
+        idle_ms = max(1, int(self.redeliver_after_s * 1000))
+        overdue = await self.redis.xpending_range(
+            self.key, self.group, min="-", max="+", count=count, idle=idle_ms
+        )
+        if not overdue:
+            return []
+        attempts = {_str(p["message_id"]): int(p["times_delivered"]) + 1 for p in overdue}
+        claimed: list[Any] = list(
+            await self.redis.xclaim(self.key, self.group, consumer, idle_ms, [*attempts])
+        )
+        # Entries deleted meanwhile come back as (None, None) (Redis < 7) or not at all.
+        entries = [(entry_id, raw) for entry_id, raw in claimed if entry_id is not None]
+        return await self._deliveries(entries, attempts)
+
+    async def _deliveries(
+        self, entries: Sequence[tuple[Any, Any]], attempts: Mapping[str, int]
+    ) -> list[Delivery]:
+        out: list[Delivery] = []
+        for entry_id, raw in entries:
+            entry = _str(entry_id)
+            fields = _fields(raw)
+            try:
+                event = from_dict(json.loads(fields["data"]))
+                if not isinstance(event, Intervention):
+                    raise EventFormatError(f"expected an intervention, got {event.type!r}")
+            except (KeyError, ValueError, EventFormatError) as exc:
+                # A poison entry would be redelivered forever; log it loudly and drop it.
+                logger.error("outbox %s: dropping unreadable entry %s: %s", self.key, entry, exc)
+                await self.redis.xack(self.key, self.group, entry)
+                await self.redis.xdel(self.key, entry)
+                continue
+            out.append(Delivery(event, entry, attempts.get(entry, 1)))
+        return out
+
+    async def ack(self, intervention_id: str) -> AckResult:
+        """Mark ``intervention_id`` done (acked or nacked): it is removed and never redelivered.
+
+        Works whichever consumer (connection) holds the entry, or none: a backend that reconnected
+        may ack what it received on its previous connection.
+        """
+        status, payload = await self._ack(keys=[self._marker(intervention_id), self.key], args=[self.group])
+        status, payload = _str(status), _str(payload)
+        if status != "ok":
+            return AckResult(status)
+        try:
+            event = from_dict(json.loads(payload))
+        except (ValueError, EventFormatError):
+            return AckResult(status)
+        return AckResult(status, event if isinstance(event, Intervention) else None)
+
+    async def pending(self) -> int:
+        """How many delivered interventions await an ack (0 if nothing was ever claimed)."""
+        try:
+            summary = await self.redis.xpending(self.key, self.group)
+        except redis.ResponseError as exc:
+            if "NOGROUP" in str(exc):
+                return 0
+            raise
+        return int(summary["pending"])
+
+    async def backlog(self) -> int:
+        """Entries in the outbox: not yet delivered plus delivered and unacknowledged."""
+        return int(await self.redis.xlen(self.key))
+
+    async def release(self, consumer: str) -> int:
+        """Make ``consumer``'s pending entries immediately claimable by others (it went away).
+
+        Used when a backend disconnects, so its reconnection gets the unacknowledged interventions
+        at once instead of after ``redeliver_after_s``. The delivery counts are unchanged. A consumer
+        holding nothing is deleted now; others are left to :meth:`prune_consumers` once emptied.
+        Returns how many entries were released.
+        """
+        try:
+            pending = await self.redis.xpending_range(
+                self.key, self.group, min="-", max="+", count=10_000, consumername=consumer
+            )
+        except redis.ResponseError as exc:
+            if "NOGROUP" in str(exc):
+                return 0
+            raise
+        ids: list[StreamIdT] = [_str(p["message_id"]) for p in pending]
+        if ids:
+            # IDLE makes them look long overdue; JUSTID leaves the delivery counter alone.
+            idle_ms = int(self.redeliver_after_s * 1000) * 2 + 1
+            await self.redis.xclaim(self.key, self.group, consumer, 0, ids, idle=idle_ms, justid=True)
+        else:
+            await self.redis.xgroup_delconsumer(self.key, self.group, consumer)
+        return len(ids)
+
+    async def prune_consumers(self, idle_s: float) -> int:
+        """Delete consumers holding nothing and idle for ``idle_s``; returns how many were deleted."""
+        try:
+            consumers = await self.redis.xinfo_consumers(self.key, self.group)
+        except redis.ResponseError as exc:
+            if "NOGROUP" in str(exc) or "no such key" in str(exc):
+                return 0
+            raise
+        removed = 0
+        for info in consumers:
+            info = {_str(k): v for k, v in info.items()}
+            if int(info.get("pending", 0)) == 0 and int(info.get("idle", 0)) >= idle_s * 1000:
+                await self.redis.xgroup_delconsumer(self.key, self.group, _str(info["name"]))
+                removed += 1
+        return removed
+
+
+def _stream_replies(reply: Any) -> list[tuple[Any, list[tuple[Any, Any]]]]:
+    """XREADGROUP replies are a list of ``[stream, entries]`` (RESP2) or a dict (RESP3)."""
+    if not reply:
+        return []
+    if isinstance(reply, Mapping):
+        return [(name, entries[0] if entries and isinstance(entries[0], list) else entries)
+                for name, entries in reply.items()]  # fmt: skip
+    return [(name, entries) for name, entries in reply]

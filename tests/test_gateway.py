@@ -1,0 +1,368 @@
+"""The backend gateway over real websockets and a real Redis, each test under its own key prefix."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+import pytest
+import redis.asyncio
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from livesafe.client import AuthenticationError, BackendClient, GatewayError, Received, print_interventions
+from livesafe.events import Ack, Intervention, make_id
+from livesafe.interventions.gateway import PROTOCOL, Gateway, StreamEnded, StreamStarted
+from livesafe.store import open_redis
+
+TOKEN = "t0ken-acme"
+TOKENS = {TOKEN: "acme"}
+WAIT = 5.0  # generous upper bound for anything awaited; tests finish far sooner
+
+
+@pytest.fixture
+async def r(redis_url: str) -> AsyncIterator[redis.asyncio.Redis]:
+    async with open_redis(redis_url) as client:
+        yield client
+
+
+@pytest.fixture
+async def prefix(r: redis.asyncio.Redis) -> AsyncIterator[str]:
+    value = f"test-{uuid.uuid4().hex[:12]}"
+    yield value
+    keys = [key async for key in r.scan_iter(match=f"{value}:*")]
+    if keys:
+        await r.delete(*keys)
+
+
+GatewayFactory = Callable[..., AbstractAsyncContextManager[Gateway]]
+
+
+@pytest.fixture
+def gateway(r: redis.asyncio.Redis, prefix: str) -> GatewayFactory:
+    """``async with gateway(**overrides) as gw``: a gateway on a free port with test defaults."""
+
+    def make(**overrides: Any) -> Gateway:
+        options: dict[str, Any] = {"prefix": prefix, "ack_timeout_s": 30.0, "max_message_bytes": 4096}
+        options.update(overrides)
+        return Gateway(r, TOKENS, **options)
+
+    return make
+
+
+def intervention(n: int = 1, stream_id: str = "s1") -> Intervention:
+    return Intervention(
+        stream_id=stream_id,
+        media_ts=float(n),
+        intervention_id=make_id("iv", stream_id, str(n)),
+        seq=n,
+        action="restrict",
+        tier="restrict",
+        tier_level=2,
+        category="violence",
+        score=0.8,
+        effects=("age_gate", "blur"),
+        reason="violence risk 0.80 >= 0.75",
+        policy="default",
+        policy_hash="abc123",
+        rule={"rule": "tier.enter", "enter": 0.75},
+    )
+
+
+async def raw_connect(gw: Gateway, token: str | None = TOKEN, query: str = "") -> ClientConnection:
+    headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
+    return await connect(gw.url + query, additional_headers=headers, open_timeout=WAIT, close_timeout=1)
+
+
+async def recv_json(ws: ClientConnection) -> dict[str, Any]:
+    async with asyncio.timeout(WAIT):
+        message: dict[str, Any] = json.loads(await ws.recv())
+    return message
+
+
+async def next_received(client: BackendClient) -> Received:
+    async with asyncio.timeout(WAIT):
+        return await anext(client)
+
+
+async def acks_in_log(gw: Gateway) -> list[Ack]:
+    return [e for e in await gw.events.read() if isinstance(e, Ack)]
+
+
+# -- handshake --------------------------------------------------------------------------------------
+
+
+async def test_hello_with_header_or_query_token(gateway: GatewayFactory) -> None:
+    async with gateway() as gw:
+        for ws in (await raw_connect(gw), await raw_connect(gw, token=None, query=f"?token={TOKEN}")):
+            async with ws:
+                hello = await recv_json(ws)
+                assert hello["type"] == "hello"
+                assert (hello["protocol"], hello["backend"]) == (PROTOCOL, "acme")
+                assert hello["max_message_bytes"] == 4096
+
+
+@pytest.mark.parametrize(
+    ("token", "query", "reason"),
+    [
+        ("wrong", "", "invalid token"),
+        (None, "", "missing token"),
+        (None, "?token=wrong", "invalid token"),
+        ("", "", "malformed Authorization header"),
+    ],
+)
+async def test_bad_token_is_refused_with_401(
+    gateway: GatewayFactory, token: str | None, query: str, reason: str
+) -> None:
+    async with gateway() as gw:
+        with pytest.raises(InvalidStatus) as info:
+            await raw_connect(gw, token=token, query=query)
+    response = info.value.response
+    assert response.status_code == 401
+    assert reason in response.body.decode()
+    assert response.headers["WWW-Authenticate"].startswith("Bearer")
+
+
+async def test_unknown_path_is_404(gateway: GatewayFactory) -> None:
+    async with gateway() as gw:
+        with pytest.raises(InvalidStatus) as info:
+            await connect(f"ws://127.0.0.1:{gw.port}/elsewhere", open_timeout=WAIT)
+    assert info.value.response.status_code == 404
+
+
+async def test_client_with_bad_token_stops_with_authentication_error(gateway: GatewayFactory) -> None:
+    async with gateway() as gw, BackendClient(gw.url, "wrong") as client:
+        with pytest.raises(AuthenticationError, match="401"):
+            await next_received(client)
+        with pytest.raises(AuthenticationError):
+            await client.wait_connected()
+
+
+# -- delivery ---------------------------------------------------------------------------------------
+
+
+async def test_delivers_to_a_client_that_acks_and_records_the_ack(gateway: GatewayFactory) -> None:
+    async with gateway() as gw, BackendClient(gw.url, TOKEN) as client:
+        ivs = [intervention(n) for n in (1, 2, 3)]
+        for iv in ivs:
+            await gw.outbox.publish(iv)
+        received = [await next_received(client) for _ in ivs]
+        assert [x.intervention for x in received] == ivs
+        assert {x.attempt for x in received} == {1}
+        for x in received:
+            await client.ack(x.intervention.intervention_id)
+        await client.ping()  # handled in order: the acks are recorded
+        acks = await acks_in_log(gw)
+        assert [(a.intervention_id, a.status, a.backend) for a in acks] == [
+            (iv.intervention_id, "ack", "acme") for iv in ivs
+        ]
+        assert [(a.stream_id, a.media_ts) for a in acks] == [(iv.stream_id, iv.media_ts) for iv in ivs]
+        assert await gw.outbox.pending() == 0
+        assert await gw.outbox.backlog() == 0
+
+
+async def test_interventions_published_before_connect_are_delivered(gateway: GatewayFactory) -> None:
+    async with gateway() as gw:
+        await gw.outbox.publish(intervention(1))
+        async with BackendClient(gw.url, TOKEN, auto_ack=True) as client:
+            assert (await next_received(client)).intervention == intervention(1)
+            await client.ping()
+            assert await gw.outbox.backlog() == 0
+
+
+async def test_unacked_intervention_is_resent(gateway: GatewayFactory) -> None:
+    async with gateway(ack_timeout_s=0.2) as gw, BackendClient(gw.url, TOKEN) as client:
+        iv = intervention(1)
+        await gw.outbox.publish(iv)
+        first = await next_received(client)
+        second = await next_received(client)  # no ack: resent after ack_timeout_s
+        assert (first.intervention, first.attempt) == (iv, 1)
+        assert (second.intervention, second.attempt) == (iv, 2)
+        await client.ack(iv.intervention_id)
+        await client.ping()
+        assert await gw.outbox.pending() == 0
+        assert len(await acks_in_log(gw)) == 1
+
+
+async def test_nack_is_recorded_and_not_redelivered(gateway: GatewayFactory) -> None:
+    async with gateway(ack_timeout_s=0.1) as gw, BackendClient(gw.url, TOKEN) as client:
+        await gw.outbox.publish(intervention(1))
+        await gw.outbox.publish(intervention(2))
+        got = await next_received(client)
+        await client.nack(got.intervention.intervention_id, "stream already offline")
+        await client.ping()
+        [nack] = await acks_in_log(gw)
+        assert (nack.status, nack.reason, nack.backend) == ("nack", "stream already offline", "acme")
+        # Everything after the nack arrives, and the nacked one never again (ack_timeout is 0.1 s).
+        later = await next_received(client)
+        assert later.intervention.seq == 2
+        await client.ack(later.intervention.intervention_id)
+        await client.ping()
+        assert await gw.outbox.backlog() == 0
+        with pytest.raises(TimeoutError):  # three ack timeouts of silence
+            async with asyncio.timeout(0.3):
+                await anext(client)
+
+
+async def test_disconnect_mid_burst_then_reconnect_gets_the_unacked(gateway: GatewayFactory) -> None:
+    # ack_timeout is long: what was unacknowledged must come back because the connection dropped.
+    async with gateway(ack_timeout_s=30.0) as gw:
+        ivs = [intervention(n) for n in range(1, 11)]
+        async with BackendClient(gw.url, TOKEN) as first:
+            await first.wait_connected()
+            for iv in ivs:
+                await gw.outbox.publish(iv)
+            for _ in range(4):
+                got = await next_received(first)
+                await first.ack(got.intervention.intervention_id)
+            await first.ping()
+        async with BackendClient(gw.url, TOKEN) as second:
+            rest = [await next_received(second) for _ in range(6)]
+            assert sorted(x.intervention.seq for x in rest) == list(range(5, 11))
+            for x in rest:
+                await second.ack(x.intervention.intervention_id)
+            await second.ping()
+            assert await gw.outbox.backlog() == 0
+        acked = [a.intervention_id for a in await acks_in_log(gw)]
+        assert sorted(acked) == sorted(iv.intervention_id for iv in ivs)
+
+
+async def test_client_reconnects_after_gateway_restart(gateway: GatewayFactory) -> None:
+    async with gateway() as gw:
+        port = gw.port
+        client = BackendClient(gw.url, TOKEN, backoff_initial_s=0.02, backoff_max_s=0.1)
+        await client.start()
+        try:
+            await client.wait_connected()
+            await gw.outbox.publish(intervention(1))
+            unacked = await next_received(client)
+            await gw.aclose()
+            async with gateway(port=port) as again:
+                await again.outbox.publish(intervention(2))
+                got = {(x.intervention.seq, x.attempt) for x in [await next_received(client) for _ in "ab"]}
+                assert got == {(1, 2), (2, 1)}  # the first, unacked, is resent after the restart
+                assert client.connections == 2
+                await client.ack(unacked.intervention.intervention_id)
+        finally:
+            await client.aclose()
+        assert gw._tasks == set()
+
+
+# -- robustness -------------------------------------------------------------------------------------
+
+
+async def test_malformed_messages_get_reasons_and_connection_stays_usable(gateway: GatewayFactory) -> None:
+    async with gateway() as gw, await raw_connect(gw) as ws:
+        await recv_json(ws)  # hello
+        await gw.outbox.publish(intervention(1))
+        delivered = await recv_json(ws)
+        assert delivered["type"] == "intervention"
+        assert delivered["delivery"] == {"attempt": 1}
+        assert delivered["effects"] == ["age_gate", "blur"]
+
+        cases = [
+            ("{not json", "malformed JSON"),
+            ("[1, 2]", "must be a JSON object, got list"),
+            ('{"intervention_id": "x"}', "missing 'type'"),
+            ('{"type": "dance", "ref": "r1"}', "unknown message type 'dance'"),
+            ('{"type": "ack"}', "ack: missing 'intervention_id'"),
+            ('{"type": "ack", "intervention_id": 5}', "'intervention_id' must be a str"),
+            ('{"type": "ack", "intervention_id": "iv_nope"}', "unknown intervention_id 'iv_nope'"),
+            ('{"type": "stream.started", "stream_id": "s9"}', "no stream handler"),
+        ]
+        for text, reason in cases:
+            await ws.send(text)
+            reply = await recv_json(ws)
+            assert reply["type"] == "error"
+            assert reason in reply["reason"]
+        await ws.send(b"\x00binary")
+        assert "binary frames" in (await recv_json(ws))["reason"]
+
+        # Still usable: a real ack goes through, a repeated one is silently ignored.
+        await ws.send(json.dumps({"type": "ack", "intervention_id": delivered["intervention_id"]}))
+        await ws.send(json.dumps({"type": "ack", "intervention_id": delivered["intervention_id"]}))
+        await ws.send(json.dumps({"type": "ping", "ref": 7}))
+        assert await recv_json(ws) == {"type": "pong", "ref": 7}  # the duplicate ack had no reply
+        [ack] = await acks_in_log(gw)
+        assert ack.intervention_id == delivered["intervention_id"]
+
+
+async def test_oversized_message_closes_with_1009_and_server_carries_on(gateway: GatewayFactory) -> None:
+    async with gateway(max_message_bytes=1024) as gw:
+        async with await raw_connect(gw) as ws:
+            await recv_json(ws)
+            await ws.send(json.dumps({"type": "ack", "intervention_id": "x" * 2000}))
+            with pytest.raises(ConnectionClosed) as info:
+                await recv_json(ws)
+            assert info.value.rcvd is not None
+            assert info.value.rcvd.code == 1009
+        async with await raw_connect(gw) as ws:
+            assert (await recv_json(ws))["type"] == "hello"
+
+
+# -- control messages -------------------------------------------------------------------------------
+
+
+async def test_control_messages_reach_callbacks(gateway: GatewayFactory) -> None:
+    started: list[StreamStarted] = []
+    ended: list[StreamEnded] = []
+
+    async def on_started(event: StreamStarted) -> None:
+        if event.source.startswith("ftp:"):
+            raise ValueError(f"unsupported source {event.source}")
+        started.append(event)
+
+    async def on_ended(event: StreamEnded) -> None:
+        ended.append(event)
+
+    async with (
+        gateway(on_stream_started=on_started, on_stream_ended=on_ended) as gw,
+        BackendClient(gw.url, TOKEN) as client,
+    ):
+        reply = await client.send_control(
+            {"type": "stream.started", "stream_id": "s1", "source": "rtmp://x/1", "metadata": {"lang": "de"}}
+        )
+        assert (reply["type"], reply["for"], reply["stream_id"]) == ("ok", "stream.started", "s1")
+        assert started == [StreamStarted("acme", "s1", "rtmp://x/1", {"lang": "de"})]
+
+        with pytest.raises(GatewayError, match="unsupported source ftp://y"):
+            await client.send_control({"type": "stream.started", "stream_id": "s2", "source": "ftp://y"})
+        with pytest.raises(GatewayError, match="'metadata' must be a dict"):
+            await client.send_control({"type": "stream.started", "stream_id": "s2", "metadata": [1]})
+
+        await client.send_control({"type": "stream.ended", "stream_id": "s1"})
+        assert ended == [StreamEnded("acme", "s1")]
+
+
+async def test_control_callback_crash_is_an_error_reply_not_a_crash(gateway: GatewayFactory) -> None:
+    async def broken(event: StreamEnded) -> None:
+        raise RuntimeError("bug")
+
+    async with gateway(on_stream_ended=broken) as gw, BackendClient(gw.url, TOKEN) as client:
+        with pytest.raises(GatewayError, match=r"internal error handling stream\.ended"):
+            await client.send_control({"type": "stream.ended", "stream_id": "s1"})
+        with pytest.raises(GatewayError, match="no stream handler"):
+            await client.send_control({"type": "stream.started", "stream_id": "s1"})
+
+
+async def test_printing_backend_prints_and_acks(
+    gateway: GatewayFactory, r: redis.asyncio.Redis, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async with gateway() as gw:
+        printer = asyncio.create_task(print_interventions(gw.url, TOKEN))
+        try:
+            await gw.outbox.publish(intervention(1))
+            # Block on the event log until the ack lands there (an XREAD wait, not a sleep).
+            reply = await r.xread({gw.events.key: "0"}, block=int(WAIT * 1000))
+            assert reply, "no ack was recorded"
+        finally:
+            printer.cancel()
+            await asyncio.wait([printer])
+        [ack] = await acks_in_log(gw)
+        assert ack.intervention_id == intervention(1).intervention_id
+    out = capsys.readouterr().out
+    assert "[s1 t=1.0s] RESTRICT violence score=0.80 effects=age_gate,blur" in out

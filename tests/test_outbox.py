@@ -1,0 +1,229 @@
+"""EventLog and Outbox over a real Redis (``redis_url``), each test under its own key prefix."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import redis.asyncio
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from livesafe.events import Ack, Event, Intervention, Signal, make_id
+from livesafe.interventions.outbox import EventLog, Outbox
+from livesafe.store import open_redis
+
+
+@pytest.fixture(params=[True, False], ids=["str", "bytes"])
+async def r(redis_url: str, request: pytest.FixtureRequest) -> AsyncIterator[redis.asyncio.Redis]:
+    """Both client flavours: ``open_redis`` decodes responses, a caller's own client may not."""
+    if request.param:
+        async with open_redis(redis_url) as client:
+            yield client
+    else:
+        client = redis.asyncio.Redis.from_url(redis_url)
+        try:
+            yield client
+        finally:
+            await client.aclose()
+
+
+@pytest.fixture
+async def prefix(r: redis.asyncio.Redis) -> AsyncIterator[str]:
+    """A unique key prefix; its keys are deleted afterwards (the shared server outlives the test)."""
+    value = f"test-{uuid.uuid4().hex[:12]}"
+    yield value
+    keys = [key async for key in r.scan_iter(match=f"{value}:*")]
+    if keys:
+        await r.delete(*keys)
+
+
+def intervention(n: int = 1, stream_id: str = "s1", **overrides: Any) -> Intervention:
+    fields: dict[str, Any] = {
+        "stream_id": stream_id,
+        "media_ts": float(n),
+        "intervention_id": make_id("iv", stream_id, str(n)),
+        "seq": n,
+        "action": "warn",
+        "tier": "warn",
+        "tier_level": 1,
+        "category": "violence",
+        "score": 0.7,
+        "effects": ("notice",),
+        "reason": "violence risk 0.70 >= 0.55",
+        "policy": "default",
+        "policy_hash": "abc123",
+        "rule": {"rule": "tier.enter", "enter": 0.55},
+        "signal_ids": ("sig_1", "sig_2"),
+        "message": "Please keep it civil",
+    }
+    fields.update(overrides)
+    return Intervention(**fields)
+
+
+# -- EventLog ---------------------------------------------------------------------------------------
+
+
+async def test_event_log_round_trip_and_filter(r: redis.asyncio.Redis, prefix: str) -> None:
+    log = EventLog(r, prefix=prefix)
+    sig = Signal("s1", 1.5, "violence", 0.8, "text", evidence={"excerpt": "ich bin böse"})
+    events: list[Event] = [sig, intervention(1), Ack("s2", 3.0, "iv_x", backend="b"), intervention(2)]
+    for event in events:
+        await log.append(event)
+    assert await log.read() == events
+    assert await log.read(stream_id="s1") == [events[0], events[1], events[3]]
+    assert await log.read(stream_id="s2") == [events[2]]
+    assert await log.read(stream_id="s1", count=2) == events[:2]
+    entries = await log.entries()
+    assert await log.read(start=entries[2][0]) == events[2:]
+    assert await log.length() == 4
+
+
+async def test_event_log_is_bounded_and_skips_garbage(r: redis.asyncio.Redis, prefix: str) -> None:
+    log = EventLog(r, prefix=prefix, maxlen=100)
+    await r.xadd(log.key, {"type": "signal", "stream_id": "s1", "data": "{not json"})
+    for n in range(1000):
+        await log.append(Ack("s1", float(n), f"iv_{n}"))
+    assert 100 <= await log.length() < 1000  # MAXLEN ~ trims whole nodes, so roughly
+    events = await log.read()
+    assert all(isinstance(e, Ack) for e in events)
+    assert events[-1] == Ack("s1", 999.0, "iv_999")
+
+
+# -- Outbox -----------------------------------------------------------------------------------------
+
+
+async def test_publish_claim_ack(r: redis.asyncio.Redis, prefix: str) -> None:
+    outbox = Outbox(r, prefix=prefix)
+    ivs = [intervention(n) for n in (1, 2, 3)]
+    for iv in ivs:
+        assert await outbox.publish(iv)
+    assert await outbox.pending() == 0
+    deliveries = await outbox.claim("c1", count=10)
+    assert [d.intervention for d in deliveries] == ivs
+    assert [d.attempt for d in deliveries] == [1, 1, 1]
+    assert await outbox.pending() == 3
+    assert await outbox.claim("c1", count=10) == []
+
+    done = await outbox.ack(ivs[1].intervention_id)
+    assert done.status == "ok"
+    assert done.intervention == ivs[1]
+    assert await outbox.pending() == 2
+    assert await outbox.backlog() == 2
+    assert (await outbox.ack(ivs[1].intervention_id)).status == "duplicate"
+    assert (await outbox.ack("iv_never_published")).status == "unknown"
+
+
+async def test_publish_is_idempotent_by_intervention_id(r: redis.asyncio.Redis, prefix: str) -> None:
+    outbox = Outbox(r, prefix=prefix)
+    iv = intervention(1)
+    assert await outbox.publish(iv) is True
+    assert await outbox.publish(iv) is False
+    assert await outbox.publish(intervention(1, reason="same id, other text")) is False
+    [delivery] = await outbox.claim("c1", count=10)
+    assert delivery.intervention.reason == iv.reason  # the first publish wins
+    await outbox.ack(iv.intervention_id)
+    assert await outbox.publish(iv) is False  # acked is still published: never sent twice
+    assert await outbox.backlog() == 0
+    assert 0 < await r.ttl(f"{prefix}:outbox:id:{iv.intervention_id}") <= outbox.dedupe_ttl_s
+
+
+async def test_unacked_is_redelivered_after_timeout_with_attempt(r: redis.asyncio.Redis, prefix: str) -> None:
+    outbox = Outbox(r, prefix=prefix, redeliver_after_s=0.1)
+    iv = intervention(1)
+    await outbox.publish(iv)
+    [first] = await outbox.claim("c1")
+    assert first.attempt == 1
+    assert await outbox.claim("c2") == []  # not overdue yet
+    await asyncio.sleep(0.15)  # the redelivery timeout itself is what is under test
+    [second] = await outbox.claim("c2")
+    assert (second.intervention, second.entry_id, second.attempt) == (iv, first.entry_id, 2)
+    await asyncio.sleep(0.15)
+    [third] = await outbox.claim("c1")
+    assert third.attempt == 3
+    assert (await outbox.ack(iv.intervention_id)).status == "ok"
+    await asyncio.sleep(0.15)
+    assert await outbox.claim("c1") == []
+    assert await outbox.pending() == 0
+
+
+async def test_claim_blocks_until_something_is_published(r: redis.asyncio.Redis, prefix: str) -> None:
+    outbox = Outbox(r, prefix=prefix)
+    await outbox.ensure_group()
+    waiting = asyncio.create_task(outbox.claim("c1", block_ms=5000))
+    await asyncio.sleep(0.05)  # let XREADGROUP reach the server and block
+    assert not waiting.done()
+    await outbox.publish(intervention(1))
+    async with asyncio.timeout(2):
+        [delivery] = await waiting
+    assert delivery.intervention == intervention(1)
+
+
+async def test_release_makes_pending_claimable_at_once(r: redis.asyncio.Redis, prefix: str) -> None:
+    outbox = Outbox(r, prefix=prefix, redeliver_after_s=60)
+    for n in (1, 2):
+        await outbox.publish(intervention(n))
+    assert len(await outbox.claim("gone", count=10)) == 2
+    assert await outbox.claim("next") == []
+    assert await outbox.release("gone") == 2
+    again = await outbox.claim("next", count=10)
+    assert [(d.intervention.seq, d.attempt) for d in again] == [(1, 2), (2, 2)]
+    assert await outbox.release("next-idle-consumer") == 0
+    # "gone" now holds nothing and can be pruned; "next" still holds two entries.
+    assert await outbox.prune_consumers(idle_s=0) == 1
+    assert await outbox.pending() == 2
+
+
+async def test_unreadable_outbox_entry_is_dropped_not_redelivered(
+    r: redis.asyncio.Redis, prefix: str
+) -> None:
+    outbox = Outbox(r, prefix=prefix, redeliver_after_s=0.05)
+    await r.xadd(outbox.key, {"intervention_id": "bad", "data": json.dumps({"type": "nope"})})
+    await outbox.publish(intervention(1))
+    [delivery] = await outbox.claim("c1", count=10)
+    assert delivery.intervention.seq == 1
+    assert await outbox.backlog() == 1
+
+
+async def test_claim_recreates_a_deleted_stream_group(r: redis.asyncio.Redis, prefix: str) -> None:
+    outbox = Outbox(r, prefix=prefix)
+    await outbox.publish(intervention(1))
+    assert len(await outbox.claim("c1")) == 1
+    await r.delete(outbox.key)
+    assert await outbox.pending() == 0
+    await outbox.publish(intervention(2))
+    assert [d.intervention.seq for d in await outbox.claim("c1")] == [2]
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    text=st.text(max_size=200),
+    score=st.floats(min_value=0, max_value=1),
+    effects=st.lists(st.sampled_from(["blur", "mute", "notice", "cut"]), max_size=4, unique=True),
+)
+async def test_any_intervention_survives_the_outbox(
+    r: redis.asyncio.Redis, text: str, score: float, effects: list[str]
+) -> None:
+    outbox = Outbox(r, prefix=f"test-{uuid.uuid4().hex[:12]}")
+    iv = intervention(1, reason=text, excerpt=text, score=round(score, 6), effects=tuple(effects))
+    try:
+        await outbox.publish(iv)
+        [delivery] = await outbox.claim("c1")
+        assert delivery.intervention == iv
+        assert (await outbox.ack(iv.intervention_id)).intervention == iv
+    finally:
+        await r.delete(outbox.key, f"{outbox.key}:id:{iv.intervention_id}")
+
+
+async def test_outbox_rejects_bad_arguments(r: redis.asyncio.Redis, prefix: str) -> None:
+    with pytest.raises(ValueError, match="redeliver_after_s"):
+        Outbox(r, prefix=prefix, redeliver_after_s=0)
+    outbox = Outbox(r, prefix=prefix)
+    with pytest.raises(ValueError, match="block_ms"):
+        await outbox.claim("c1", block_ms=0)  # Redis would read 0 as "block forever"
+    with pytest.raises(ValueError, match="count"):
+        await outbox.claim("c1", count=0)
