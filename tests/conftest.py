@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import uuid
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+import redis.asyncio
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_DIR = ROOT / "livesafe" / "demo"
@@ -37,3 +39,22 @@ def redis_url() -> Iterator[str]:
 
     with EmbeddedRedis() as server:
         yield server.url
+
+
+@pytest.fixture
+async def r(redis_url: str) -> AsyncIterator[redis.asyncio.Redis]:
+    """A client of the test Redis, as the service opens it."""
+    from livesafe.store import open_redis
+
+    async with open_redis(redis_url) as client:
+        yield client
+
+
+@pytest.fixture
+async def prefix(r: redis.asyncio.Redis) -> AsyncIterator[str]:
+    """A unique key prefix; its keys are deleted afterwards (the shared server outlives the test)."""
+    value = f"test-{uuid.uuid4().hex[:12]}"
+    yield value
+    keys = [key async for key in r.scan_iter(match=f"{value}:*")]
+    if keys:
+        await r.delete(*keys)

@@ -7,8 +7,6 @@ import asyncio
 import json
 import subprocess
 import sys
-import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -102,22 +100,14 @@ def analyzers() -> Analyzers:
     return Analyzers.load(load_policy())
 
 
-@pytest.fixture
-async def redis_client(redis_url: str) -> AsyncIterator[redis.asyncio.Redis]:
-    client = redis.asyncio.Redis.from_url(redis_url)
-    yield client
-    await client.aclose()
-
-
 async def test_service_delivers_over_websocket_and_a_corrupt_stream_stops_alone(
-    analyzers: Analyzers, redis_client: redis.asyncio.Redis, tmp_path: Path
+    analyzers: Analyzers, r: redis.asyncio.Redis, prefix: str, tmp_path: Path
 ) -> None:
     policy = load_policy()
-    prefix = f"test-{uuid.uuid4().hex[:8]}"
     options = ServiceOptions(port=0, tokens={"tok": "backend-a"}, prefix=prefix, pacing="fast")
     junk = tmp_path / "junk.mp4"
     junk.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 40)
-    async with Service(policy, analyzers, redis_client, options) as service:
+    async with Service(policy, analyzers, r, options) as service:
         async with BackendClient(service.gateway.url, "tok") as backend:
             await backend.wait_connected()
             with pytest.raises(GatewayError, match="source"):

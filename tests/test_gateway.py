@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
@@ -17,26 +16,10 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from livesafe.client import AuthenticationError, BackendClient, GatewayError, Received, print_interventions
 from livesafe.events import Ack, Intervention, make_id
 from livesafe.interventions.gateway import PROTOCOL, Gateway, StreamEnded, StreamStarted
-from livesafe.store import open_redis
 
 TOKEN = "t0ken-acme"
 TOKENS = {TOKEN: "acme"}
 WAIT = 5.0  # generous upper bound for anything awaited; tests finish far sooner
-
-
-@pytest.fixture
-async def r(redis_url: str) -> AsyncIterator[redis.asyncio.Redis]:
-    async with open_redis(redis_url) as client:
-        yield client
-
-
-@pytest.fixture
-async def prefix(r: redis.asyncio.Redis) -> AsyncIterator[str]:
-    value = f"test-{uuid.uuid4().hex[:12]}"
-    yield value
-    keys = [key async for key in r.scan_iter(match=f"{value}:*")]
-    if keys:
-        await r.delete(*keys)
 
 
 GatewayFactory = Callable[..., AbstractAsyncContextManager[Gateway]]

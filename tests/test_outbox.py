@@ -32,16 +32,6 @@ async def r(redis_url: str, request: pytest.FixtureRequest) -> AsyncIterator[red
             await client.aclose()
 
 
-@pytest.fixture
-async def prefix(r: redis.asyncio.Redis) -> AsyncIterator[str]:
-    """A unique key prefix; its keys are deleted afterwards (the shared server outlives the test)."""
-    value = f"test-{uuid.uuid4().hex[:12]}"
-    yield value
-    keys = [key async for key in r.scan_iter(match=f"{value}:*")]
-    if keys:
-        await r.delete(*keys)
-
-
 def intervention(n: int = 1, stream_id: str = "s1", **overrides: Any) -> Intervention:
     fields: dict[str, Any] = {
         "stream_id": stream_id,
