@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -74,10 +75,17 @@ def _service_args(p: argparse.ArgumentParser, default_port: int = 8765) -> None:
     p.add_argument("--token", action="append", default=[], metavar="NAME=TOKEN",
                    help="a backend name and its token (repeatable; also LIVESAFE_TOKENS=name=token,...)")
     p.add_argument("--prefix", default="livesafe", help="Redis key prefix")
+    p.add_argument("--board-port", type=int, default=int(os.environ.get("LIVESAFE_BOARD_PORT", 8766)),
+                   help="port of the ops board web page (0: any free port)")
+    p.add_argument("--no-board", action="store_true", help="do not serve the ops board")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    # Models come from installed packages only: never let a library reach for a hub, or draw progress bars.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     level = logging.WARNING if args.command == "watch" else logging.INFO
     level = max(logging.DEBUG, level - 10 * args.verbose)
     logging.basicConfig(
@@ -209,6 +217,7 @@ def _tokens(args: argparse.Namespace, demo: bool) -> dict[str, str]:
 
 
 async def _serve(args: argparse.Namespace, policy: Policy) -> int:
+    from livesafe.board.server import Board
     from livesafe.pipeline import Analyzers
     from livesafe.service import Service, ServiceOptions
     from livesafe.store import open_redis
@@ -225,18 +234,27 @@ async def _serve(args: argparse.Namespace, policy: Policy) -> int:
         host=args.host, port=args.port, tokens=tokens, prefix=args.prefix,
         pacing=getattr(args, "pacing", "realtime"),
     )
-    async with open_redis(os.environ.get("REDIS_URL") or None) as redis_client:
-        async with Service(policy, analyzers, redis_client, options) as service:
-            print(f"backend websocket: {service.gateway.url} (Authorization: Bearer <token>)", flush=True)
-            if demo:
-                return await _demo(service, args, stop)
-            for spec in args.stream:
-                stream_id, sep, source = spec.partition("=")
-                if not sep:
-                    raise SystemExit(f"livesafe: bad --stream {spec!r}: expected ID=SOURCE")
-                service.start_stream(stream_id, source)
-            print("running; Ctrl-C to stop", flush=True)
-            await stop.wait()
+    async with contextlib.AsyncExitStack() as stack:
+        board = None
+        if not args.no_board:
+            board = await stack.enter_async_context(
+                Board(args.host, args.board_port, policy_name=policy.name, policy_hash=policy.hash))
+        redis_client = await stack.enter_async_context(open_redis(os.environ.get("REDIS_URL") or None))
+        service = await stack.enter_async_context(
+            Service(policy, analyzers, redis_client, options, board=board)
+        )
+        print(f"backend websocket: {service.gateway.url} (Authorization: Bearer <token>)", flush=True)
+        if board is not None:
+            print(f"board: {board.url}", flush=True)
+        if demo:
+            return await _demo(service, args, stop)
+        for spec in args.stream:
+            stream_id, sep, source = spec.partition("=")
+            if not sep:
+                raise SystemExit(f"livesafe: bad --stream {spec!r}: expected ID=SOURCE")
+            service.start_stream(stream_id, source)
+        print("running; Ctrl-C to stop", flush=True)
+        await stop.wait()
     return 0
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import redis.asyncio
 
+from livesafe.board.server import Board
 from livesafe.core import Monitor
 from livesafe.events import Event, Intervention
 from livesafe.ingest.av_source import AVSource
@@ -53,6 +54,7 @@ class Service:
         options: ServiceOptions,
         *,
         on_event: Callable[[Event], None] | None = None,
+        board: Board | None = None,
     ) -> None:
         self.policy = policy
         self.analyzers = analyzers
@@ -71,6 +73,7 @@ class Service:
             on_stream_ended=self._on_ended,
         )
         self.on_event = on_event
+        self.board = board
         self.summaries: dict[str, StreamSummary] = {}
         self._workers: dict[str, asyncio.Task[StreamSummary]] = {}
         self._summaries_live: dict[str, StreamSummary] = {}
@@ -106,6 +109,7 @@ class Service:
         task = asyncio.create_task(worker.run(), name=f"stream-{stream_id}")
         self._workers[stream_id] = task
         self._summaries_live[stream_id] = worker.summary
+        self._state(stream_id, "live", source)
         task.add_done_callback(lambda t, sid=stream_id: self._finished(sid, t))  # type: ignore[misc]
         log.info("stream %s started: %s %s", stream_id, source, dict(metadata or {}))
 
@@ -134,17 +138,26 @@ class Service:
         self.summaries[stream_id] = summary
         if task.cancelled():
             log.info("stream %s stopped", stream_id)
+            self._state(stream_id, "stopped")
         elif (exc := task.exception()) is not None:
             summary.error = f"worker failed: {type(exc).__name__}: {exc}"
             log.error("stream %s worker failed", stream_id, exc_info=exc)
+            self._state(stream_id, "failed", summary.error)
         else:
             log.info("stream %s ended: %s", stream_id, summary.error or "end of media")
+            self._state(stream_id, "failed" if summary.error else "ended", summary.error)
+
+    def _state(self, stream_id: str, state: str, detail: str = "") -> None:
+        if self.board is not None:
+            self.board.stream_state(stream_id, state, detail)
 
     async def _sink(self, event: Event) -> None:
         await self.events.append(event)
         if isinstance(event, Intervention):
             await self.outbox.publish(event)
         reraise_swallowed_cancel()  # redis-py may swallow a cancel of this worker (see outbox)
+        if self.board is not None:
+            self.board.publish(event)
         if self.on_event is not None:
             self.on_event(event)
 

