@@ -59,7 +59,7 @@ async def test_unknown_path_is_404() -> None:
 
 async def test_a_viewer_that_does_not_read_holds_a_bounded_backlog() -> None:
     async with Board() as board:
-        async with connect(f"ws://127.0.0.1:{board.port}/v1/board", max_queue=1) as ws:
+        async with connect(f"ws://127.0.0.1:{board.port}/v1/board", max_queue=1, close_timeout=0.5) as ws:
             await ws.recv()
             for i in range(VIEWER_QUEUE * 20):
                 board.publish(RiskUpdate("s", float(i), "threat", 0.1, 0.1, "none"))
