@@ -9,6 +9,7 @@ interventions also go to the durable outbox, from which the gateway delivers the
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -30,6 +31,8 @@ log = logging.getLogger(__name__)
 
 #: How long a cancelled worker may take to wind down before the service stops waiting.
 STOP_TIMEOUT_S = 10.0
+#: Summaries of ended streams kept for ``wait()`` and the CLI (oldest forgotten first).
+KEEP_SUMMARIES = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +113,7 @@ class Service:
         self._workers[stream_id] = task
         self._summaries_live[stream_id] = worker.summary
         self._state(stream_id, "live", source)
-        task.add_done_callback(lambda t, sid=stream_id: self._finished(sid, t))  # type: ignore[misc]
+        task.add_done_callback(functools.partial(self._finished, stream_id))
         log.info("stream %s started: %s %s", stream_id, source, dict(metadata or {}))
 
     async def stop_stream(self, stream_id: str) -> StreamSummary | None:
@@ -136,6 +139,8 @@ class Service:
         self.monitor.forget(stream_id)
         summary = self._summaries_live.pop(stream_id)
         self.summaries[stream_id] = summary
+        while len(self.summaries) > KEEP_SUMMARIES:
+            del self.summaries[next(iter(self.summaries))]
         if task.cancelled():
             log.info("stream %s stopped", stream_id)
             self._state(stream_id, "stopped")

@@ -78,7 +78,8 @@ def frame_image(t: float, hue: float) -> np.ndarray:
     cx = int((W - 40) * (0.5 + 0.45 * np.sin(t * 0.9)))
     cy = int((H - 40) * (0.5 + 0.45 * np.cos(t * 0.7)))
     base[cy : cy + 40, cx : cx + 40] = (240, 240, 240)
-    return np.clip(base, 0, 255).astype(np.uint8)
+    image: np.ndarray = np.clip(base, 0, 255).astype(np.uint8)
+    return image
 
 
 def make(name: str, spec: dict[str, object], tmp: Path) -> dict[str, object]:

@@ -140,3 +140,30 @@ async def test_shared_trailer_with_a_corrupt_audio_packet(shared_data: Path) -> 
     assert src.stats.decode_errors >= 1
     assert sum(isinstance(s, VideoSample) for s in samples) >= 10
     assert any(isinstance(s, AudioChunk) for s in samples)
+
+
+async def test_http_url_source(tmp_path: Path) -> None:
+    import functools
+    import http.server
+    import threading
+
+    make_clip(tmp_path / "web.mp4", 3.0)
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:  # quiet test output
+            pass
+
+    class Quiet(http.server.ThreadingHTTPServer):
+        daemon_threads = True
+
+    server = Quiet(("127.0.0.1", 0), functools.partial(Handler, directory=str(tmp_path)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/web.mp4"
+        samples = await collect(AVSource("web", url))
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert sum(isinstance(s, VideoSample) for s in samples) == 3
+    assert any(isinstance(s, AudioChunk) for s in samples)
