@@ -98,6 +98,62 @@ class AudioWindower:
         self._buf = np.zeros(0, dtype=np.float32)
 
 
+class FrameSampler:
+    """Turns decoded PyAV frames of one stream into samples; shared by every source.
+
+    Video frames are sampled at ``video_fps`` in media time (only sampled frames are converted to RGB
+    and scaled down to ``max_width``); audio frames are resampled to 16 kHz mono float32 and cut into
+    windows by :class:`AudioWindower`. Counters go to ``stats``. Not thread-safe: one producer.
+    """
+
+    def __init__(self, stream_id: str, options: IngestOptions, stats: IngestStats) -> None:
+        self.stream_id = stream_id
+        self.options = options
+        self.stats = stats
+        self._resampler = av.AudioResampler(format="flt", layout="mono", rate=AUDIO_RATE)
+        self._windower = AudioWindower(stream_id, options.audio_window_s)
+        self._next_video_ts = 0.0
+        self._index = 0
+
+    def frame(self, frame: av.VideoFrame | av.AudioFrame, media_ts: float) -> Iterator[MediaSample]:
+        """Samples due after this frame (often none)."""
+        if isinstance(frame, av.VideoFrame):
+            self.stats.frames_decoded += 1
+            if media_ts + 1e-6 >= self._next_video_ts:
+                self._next_video_ts = max(self._next_video_ts + 1.0 / self.options.video_fps, media_ts)
+                self.stats.frames_sampled += 1
+                yield VideoSample(self.stream_id, round(media_ts, 6), self._rgb(frame), self._index)
+                self._index += 1
+        else:
+            yield from self._audio(frame, media_ts)
+
+    def flush(self) -> Iterator[AudioChunk]:
+        """End of stream: what the resampler and the windower still hold."""
+        yield from self._audio(None, 0.0)
+        yield from self._windower.flush()
+
+    def _audio(self, frame: av.AudioFrame | None, media_ts: float) -> Iterator[AudioChunk]:
+        try:
+            out = self._resampler.resample(frame)
+        except (av.error.FFmpegError, ValueError) as exc:
+            log.warning("%s: audio resampling failed: %s", self.stream_id, exc)
+            self.stats.decode_errors += 1
+            return
+        for f in out:
+            pcm = f.to_ndarray().reshape(-1).astype(np.float32, copy=False)
+            self.stats.audio_seconds += len(pcm) / AUDIO_RATE
+            for chunk in self._windower.push(media_ts, pcm):
+                self.stats.audio_chunks += 1
+                yield chunk
+
+    def _rgb(self, frame: av.VideoFrame) -> npt.NDArray[np.uint8]:
+        width, height = frame.width, frame.height
+        if width > self.options.max_width:
+            height = max(2, round(height * self.options.max_width / width / 2) * 2)
+            width = self.options.max_width
+        return np.asarray(frame.to_ndarray(format="rgb24", width=width, height=height), dtype=np.uint8)
+
+
 class AVSource:
     """A :class:`~livesafe.ingest.source.MediaSource` for anything FFmpeg opens: files, HTTP(S), RTMP..."""
 
@@ -158,7 +214,6 @@ class AVSource:
             raise SourceError(f"cannot open {self.url}: {exc}") from exc
 
     def _decode(self) -> Iterator[MediaSample]:
-        opts = self.options
         container = self._open()
         try:
             video = container.streams.video[0] if container.streams.video else None
@@ -168,13 +223,9 @@ class AVSource:
             if video is not None:
                 video.thread_type = "AUTO"
             origin = (container.start_time or 0) / av.time_base
-            resampler = av.AudioResampler(format="flt", layout="mono", rate=AUDIO_RATE)
-            windower = AudioWindower(self.stream_id, opts.audio_window_s)
-            next_video_ts = 0.0
-            sample_index = 0
+            sampler = FrameSampler(self.stream_id, self.options, self.stats)
             wall_start = time.monotonic()
-            streams = [s for s in (video, audio) if s is not None]
-            for packet in container.demux(*streams):
+            for packet in container.demux(*[s for s in (video, audio) if s is not None]):
                 if self._stop.is_set():
                     return
                 try:
@@ -183,46 +234,15 @@ class AVSource:
                     self._decode_error(exc)
                     continue
                 for frame in frames:
-                    ts = None if frame.time is None else max(0.0, float(frame.time) - origin)
-                    if ts is None:
+                    if frame.time is None:
                         continue
-                    if opts.pacing == "realtime":
+                    ts = max(0.0, float(frame.time) - origin)
+                    if self.options.pacing == "realtime":
                         self._pace(wall_start, ts)
-                    if isinstance(frame, av.VideoFrame):
-                        self.stats.frames_decoded += 1
-                        if ts + 1e-6 >= next_video_ts:
-                            next_video_ts = max(next_video_ts + 1.0 / opts.video_fps, ts)
-                            self.stats.frames_sampled += 1
-                            yield VideoSample(self.stream_id, round(ts, 6), self._rgb(frame), sample_index)
-                            sample_index += 1
-                    elif isinstance(frame, av.AudioFrame):
-                        yield from self._audio(resampler, windower, frame, ts)
-            yield from self._audio(resampler, windower, None, 0.0)
-            yield from windower.flush()
+                    yield from sampler.frame(frame, ts)
+            yield from sampler.flush()
         finally:
             container.close()
-
-    def _audio(
-        self, resampler: Any, windower: AudioWindower, frame: av.AudioFrame | None, ts: float
-    ) -> Iterator[AudioChunk]:
-        try:
-            out = resampler.resample(frame)
-        except (av.error.FFmpegError, ValueError) as exc:
-            self._decode_error(exc)
-            return
-        for f in out:
-            pcm = f.to_ndarray().reshape(-1).astype(np.float32, copy=False)
-            self.stats.audio_seconds += len(pcm) / AUDIO_RATE
-            for chunk in windower.push(ts, pcm):
-                self.stats.audio_chunks += 1
-                yield chunk
-
-    def _rgb(self, frame: av.VideoFrame) -> npt.NDArray[np.uint8]:
-        width, height = frame.width, frame.height
-        if width > self.options.max_width:
-            height = max(2, round(height * self.options.max_width / width / 2) * 2)
-            width = self.options.max_width
-        return np.asarray(frame.to_ndarray(format="rgb24", width=width, height=height), dtype=np.uint8)
 
     def _pace(self, wall_start: float, media_ts: float) -> None:
         delay = wall_start + media_ts - time.monotonic()
