@@ -169,7 +169,7 @@ class _Printer:
 async def _watch(args: argparse.Namespace, policy: Policy) -> int:
     from livesafe.core import Monitor
     from livesafe.ingest.av_source import AVSource
-    from livesafe.ingest.source import IngestOptions
+    from livesafe.ingest.source import ingest_options
     from livesafe.pipeline import Analyzers, StreamWorker
 
     stream_id = args.stream_id or Path(args.source).stem or "stream"
@@ -179,9 +179,7 @@ async def _watch(args: argparse.Namespace, policy: Policy) -> int:
     async def sink(event: Event) -> None:
         printer(event)
 
-    ingest = IngestOptions(
-        video_fps=policy.sampling.video_fps, audio_window_s=policy.sampling.audio_window_s, pacing=args.pacing
-    )
+    ingest = ingest_options(policy.sampling, args.pacing)
     worker = StreamWorker(AVSource(stream_id, args.source, ingest), analyzers, Monitor(policy), sink,
                           url=args.source)
     summary = await worker.run()

@@ -99,6 +99,8 @@ class SamplingPolicy:
     video_fps: float = 1.0
     #: Target length of audio windows sent to speech recognition (cut at quiet points, at most twice this).
     audio_window_s: float = 5.0
+    #: Decode only video key frames (much cheaper; frames are sampled at key-frame times).
+    keyframes_only: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -348,10 +350,11 @@ def _parse_analyzers(r: _Reader, raw: Any) -> AnalyzerPolicy:
 
 
 def _parse_sampling(r: _Reader, raw: Any) -> SamplingPolicy:
-    d = r.mapping(raw, "sampling", {"video_fps", "audio_window_s"})
+    d = r.mapping(raw, "sampling", {"video_fps", "audio_window_s", "keyframes_only"})
     return SamplingPolicy(
         video_fps=r.number(d, "video_fps", "sampling", 1.0, 0.0, 60.0, lo_open=True),
         audio_window_s=r.number(d, "audio_window_s", "sampling", 5.0, 1.0, 30.0),
+        keyframes_only=r.boolean(d, "keyframes_only", "sampling", False),
     )
 
 

@@ -21,7 +21,7 @@ from livesafe.board.server import Board
 from livesafe.core import Monitor
 from livesafe.events import Event, Intervention
 from livesafe.ingest.av_source import AVSource
-from livesafe.ingest.source import IngestOptions, Pacing
+from livesafe.ingest.source import Pacing, ingest_options
 from livesafe.interventions.gateway import Gateway, StreamEnded, StreamStarted
 from livesafe.interventions.outbox import EventLog, Outbox, reraise_swallowed_cancel
 from livesafe.pipeline import Analyzers, StreamSummary, StreamWorker
@@ -103,10 +103,7 @@ class Service:
             raise ValueError("stream.started needs a non-empty stream_id and source")
         if stream_id in self._workers:
             raise ValueError(f"stream {stream_id!r} is already being monitored")
-        sampling = self.policy.sampling
-        ingest = IngestOptions(
-            video_fps=sampling.video_fps, audio_window_s=sampling.audio_window_s, pacing=self.options.pacing
-        )
+        ingest = ingest_options(self.policy.sampling, self.options.pacing)
         worker = StreamWorker(AVSource(stream_id, source, ingest), self.analyzers, self.monitor, self._sink,
                               url=source)
         task = asyncio.create_task(worker.run(), name=f"stream-{stream_id}")

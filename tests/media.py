@@ -11,7 +11,7 @@ import numpy as np
 
 def make_clip(
     path: Path, seconds: float, *, video: bool = True, audio: bool = True, fps: int = 10,
-    tone_hz: float = 440.0, rate: int = 48000, size: tuple[int, int] = (160, 120),
+    tone_hz: float = 440.0, rate: int = 48000, size: tuple[int, int] = (160, 120), gop: int = 0,
 ) -> Path:
     """An MP4 (or any container by suffix) with moving-gradient video and/or a tone on stereo audio."""
     with av.open(str(path), "w") as out:
@@ -19,6 +19,9 @@ def make_clip(
         if video:
             vs = out.add_stream("libx264" if path.suffix == ".mp4" else "mpeg4", rate=fps)
             vs.width, vs.height, vs.pix_fmt = size[0], size[1], "yuv420p"
+            if gop:
+                vs.codec_context.gop_size = gop
+                vs.options = {"g": str(gop), "keyint_min": str(gop), "sc_threshold": "0"}
         as_ = None
         if audio:
             as_ = out.add_stream("aac" if path.suffix in (".mp4", ".m4a") else "pcm_s16le", rate=rate)

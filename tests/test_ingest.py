@@ -50,6 +50,17 @@ async def test_large_frames_are_scaled_down(tmp_path: Path) -> None:
     assert samples and all(s.image.shape == (180, 320, 3) for s in samples if isinstance(s, VideoSample))
 
 
+async def test_keyframes_only_decodes_only_key_frames(tmp_path: Path) -> None:
+    clip = make_clip(tmp_path / "k.mp4", 4.0, audio=False, fps=10, gop=10)
+    full = AVSource("f", str(clip))
+    await collect(full)
+    key = AVSource("k", str(clip), IngestOptions(keyframes_only=True))
+    samples = await collect(key)
+    assert full.stats.frames_decoded == 40
+    assert key.stats.frames_decoded == 4
+    assert [s.media_ts for s in samples] == [0.0, 1.0, 2.0, 3.0]
+
+
 async def test_video_only_and_audio_only(tmp_path: Path) -> None:
     v = await collect(AVSource("v", str(make_clip(tmp_path / "v.mp4", 3.0, audio=False))))
     assert v and all(isinstance(s, VideoSample) for s in v)

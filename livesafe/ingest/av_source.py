@@ -222,6 +222,8 @@ class AVSource:
                 raise SourceError(f"{self.url}: no audio or video stream")
             if video is not None:
                 video.thread_type = "AUTO"
+                if self.options.keyframes_only:
+                    video.codec_context.skip_frame = "NONKEY"
             origin = (container.start_time or 0) / av.time_base
             sampler = FrameSampler(self.stream_id, self.options, self.stats)
             wall_start = time.monotonic()

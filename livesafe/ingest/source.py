@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from livesafe.events import AudioChunk, MediaSample, VideoSample
+from livesafe.policy import SamplingPolicy
 
 Pacing = Literal["fast", "realtime"]
 
@@ -40,6 +41,8 @@ class IngestOptions:
     max_width: int = 640
     #: Decode errors tolerated before the source gives up.
     max_decode_errors: int = 50
+    #: Decode only key frames where the codec allows it: far less CPU, samples at key-frame times only.
+    keyframes_only: bool = False
 
 
 @dataclass(slots=True)
@@ -56,6 +59,16 @@ class IngestStats:
 
     def as_dict(self) -> dict[str, float]:
         return {name: getattr(self, name) for name in self.__slots__}
+
+
+def ingest_options(sampling: SamplingPolicy, pacing: Pacing) -> IngestOptions:
+    """Ingest options as a policy's ``sampling`` section asks."""
+    return IngestOptions(
+        video_fps=sampling.video_fps,
+        audio_window_s=sampling.audio_window_s,
+        keyframes_only=sampling.keyframes_only,
+        pacing=pacing,
+    )
 
 
 class MediaSource(Protocol):
