@@ -89,7 +89,7 @@ async def test_truncated_file_ends_cleanly_with_what_was_decodable(tmp_path: Pat
 
 async def test_realtime_slow_consumer_drops_oldest_video_and_counts(tmp_path: Path) -> None:
     clip = make_clip(tmp_path / "r.mp4", 2.0, audio=False, fps=25)
-    src = AVSource("r", str(clip), IngestOptions(video_fps=25.0, pacing="realtime", queue_size=2))
+    src = AVSource("r", str(clip), IngestOptions(video_fps=25.0, pacing="realtime", video_slots=2))
     samples = await collect(src, delay=0.3)
     video = [s for s in samples if isinstance(s, VideoSample)]
     assert src.stats.video_dropped > 0
@@ -114,15 +114,34 @@ async def test_consumer_leaving_early_stops_the_decoder(tmp_path: Path) -> None:
     assert src._thread is not None and not src._thread.is_alive()
 
 
+async def test_live_channel_keeps_newest_video_and_audio_between_water_marks() -> None:
+    stats = IngestStats()
+    ch = SampleChannel(asyncio.get_running_loop(), 64, "realtime", stats,
+                       video_slots=2, audio_high_s=10.0, audio_low_s=6.0)
+    for i in range(10):
+        ch.put(VideoSample("s", float(i), np.zeros((2, 2, 3), np.uint8)))
+        assert len(ch) <= 2
+    assert stats.video_dropped == 8
+    for i in range(6):  # 2 s chunks: the 6th takes audio to 12 s > 10 s, cut back to <= 6 s
+        ch.put(AudioChunk("s", 100.0 + 2 * i, np.zeros(32000, np.float32)))
+    assert stats.audio_dropped == 3 and stats.audio_dropped_s == 6.0
+    ch.finish()
+    got = []
+    while (item := await ch.get()) is not None:
+        got.append(item.media_ts)
+    assert got == [8.0, 9.0, 106.0, 108.0, 110.0]
+
+
 async def test_channel_never_exceeds_capacity() -> None:
     stats = IngestStats()
-    ch = SampleChannel(asyncio.get_running_loop(), 3, "realtime", stats)
+    ch = SampleChannel(asyncio.get_running_loop(), 3, "realtime", stats, video_slots=3)
     for i in range(10):
         ch.put(VideoSample("s", float(i), np.zeros((2, 2, 3), np.uint8)))
         assert len(ch) <= 3
     ch.put(AudioChunk("s", 10.0, np.zeros(16, np.float32)))
+    assert len(ch) == 3
     ch.finish()
-    got = [await ch.get() for _ in range(4)]
+    got = [await ch.get() for _ in range(3)]
     assert [g.media_ts for g in got if g is not None] == [8.0, 9.0, 10.0]
     assert stats.video_dropped == 8 and await ch.get() is None
 

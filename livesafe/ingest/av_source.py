@@ -170,7 +170,11 @@ class AVSource:
         if self._thread is not None:
             raise RuntimeError("AVSource.samples() can only be iterated once")
         loop = asyncio.get_running_loop()
-        channel = SampleChannel(loop, self.options.queue_size, self.options.pacing, self.stats)
+        opts = self.options
+        channel = SampleChannel(
+            loop, opts.queue_size, opts.pacing, self.stats,
+            video_slots=opts.video_slots, audio_high_s=opts.audio_high_s, audio_low_s=opts.audio_low_s,
+        )
         self._channel = channel
         self._thread = threading.Thread(
             target=self._run, args=(channel,), name=f"decode-{self.stream_id}", daemon=True

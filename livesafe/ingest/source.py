@@ -35,8 +35,13 @@ class IngestOptions:
     audio_window_s: float = 5.0
     #: ``fast``: as fast as the machine can; ``realtime``: paced like a live stream.
     pacing: Pacing = "fast"
-    #: Samples buffered between decoder thread and event loop.
+    #: Samples buffered between decoder thread and event loop (the bound in ``fast`` pacing).
     queue_size: int = 16
+    #: Live (``realtime``) limits: video samples waiting (the newest win), and audio water marks: past
+    #: ``audio_high_s`` seconds of queued audio the oldest is dropped down to ``audio_low_s``.
+    video_slots: int = 2
+    audio_high_s: float = 30.0
+    audio_low_s: float = 20.0
     #: Sampled frames are scaled down to at most this width (keeps memory and model cost bounded).
     max_width: int = 640
     #: Decode errors tolerated before the source gives up.
@@ -54,6 +59,7 @@ class IngestStats:
     video_dropped: int = 0
     audio_chunks: int = 0
     audio_dropped: int = 0
+    audio_dropped_s: float = 0.0
     audio_seconds: float = 0.0
     decode_errors: int = 0
 
@@ -96,11 +102,19 @@ class ChannelClosedError(RuntimeError):
 class SampleChannel:
     """A bounded, thread-to-event-loop channel of media samples. See the module docstring for the policy."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, capacity: int, pacing: Pacing, stats: IngestStats):
-        if capacity < 1:
-            raise ValueError(f"channel capacity must be >= 1, got {capacity}")
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, capacity: int, pacing: Pacing, stats: IngestStats, *,
+        video_slots: int = 2, audio_high_s: float = 30.0, audio_low_s: float = 20.0,
+    ) -> None:
+        if capacity < 1 or video_slots < 1:
+            raise ValueError(f"channel capacity and video slots must be >= 1, got {capacity}, {video_slots}")
+        if not 0 <= audio_low_s < audio_high_s:
+            raise ValueError(f"need 0 <= audio_low_s < audio_high_s, got {audio_low_s}, {audio_high_s}")
         self._loop = loop
         self._capacity = capacity
+        self._video_slots = video_slots
+        self._audio_high_s = audio_high_s
+        self._audio_low_s = audio_low_s
         self._pacing = pacing
         self._stats = stats
         self._items: deque[MediaSample | _End] = deque()
@@ -113,16 +127,36 @@ class SampleChannel:
 
     # -- producer side (decoder thread) ---------------------------------------------------------------
     def put(self, item: MediaSample) -> None:
+        """Hand over a sample: waits for room in ``fast`` pacing; in ``realtime`` never waits, drops."""
         with self._cond:
             if self._pacing == "fast":
                 while len(self._items) >= self._capacity and not self._closed:
                     self._cond.wait(0.1)
-            elif len(self._items) >= self._capacity:
-                self._drop_one()
             if self._closed:
                 raise ChannelClosedError
             self._items.append(item)
+            if self._pacing == "realtime":
+                self._shed()
         self._wake()
+
+    def _shed(self) -> None:
+        """Live limits: the newest video samples win; audio is cut back from the high to the low mark."""
+        video = [i for i, x in enumerate(self._items) if isinstance(x, VideoSample)]
+        for i in reversed(video[: max(0, len(video) - self._video_slots)]):
+            del self._items[i]
+            self._stats.video_dropped += 1
+        audio_s = sum(x.duration for x in self._items if isinstance(x, AudioChunk))
+        if audio_s > self._audio_high_s:
+            for x in list(self._items):
+                if audio_s <= self._audio_low_s:
+                    break
+                if isinstance(x, AudioChunk):
+                    self._items.remove(x)
+                    audio_s -= x.duration
+                    self._stats.audio_dropped += 1
+                    self._stats.audio_dropped_s += x.duration
+        while len(self._items) > self._capacity:  # an absolute bound whatever the mix
+            self._drop_one()
 
     def finish(self, error: BaseException | None = None) -> None:
         """End of stream (``error`` set when decoding failed); never blocks."""
