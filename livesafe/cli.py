@@ -78,6 +78,8 @@ def _service_args(p: argparse.ArgumentParser, default_port: int = 8765) -> None:
     p.add_argument("--board-port", type=int, default=int(os.environ.get("LIVESAFE_BOARD_PORT", 8766)),
                    help="port of the ops board web page (0: any free port)")
     p.add_argument("--no-board", action="store_true", help="do not serve the ops board")
+    p.add_argument("--http-port", type=int, default=int(os.environ.get("LIVESAFE_HTTP_PORT", 8767)),
+                   help="port of the HTTP control API (0: any free port)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -215,6 +217,7 @@ def _tokens(args: argparse.Namespace, demo: bool) -> dict[str, str]:
 
 
 async def _serve(args: argparse.Namespace, policy: Policy) -> int:
+    from livesafe.api import HttpServer, make_app
     from livesafe.board.server import Board
     from livesafe.pipeline import Analyzers
     from livesafe.service import Service, ServiceOptions
@@ -241,7 +244,11 @@ async def _serve(args: argparse.Namespace, policy: Policy) -> int:
         service = await stack.enter_async_context(
             Service(policy, analyzers, redis_client, options, board=board)
         )
+        http = await stack.enter_async_context(
+            HttpServer(make_app(service, tokens), args.host, args.http_port)
+        )
         print(f"backend websocket: {service.gateway.url} (Authorization: Bearer <token>)", flush=True)
+        print(f"control API: {http.url}/v1/streams (Authorization: Bearer <token>)", flush=True)
         if board is not None:
             print(f"board: {board.url}", flush=True)
         if demo:

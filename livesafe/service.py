@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -46,6 +47,14 @@ class ServiceOptions:
     ack_timeout_s: float = 10.0
 
 
+@dataclass(slots=True)
+class _Running:
+    task: asyncio.Task[StreamSummary]
+    worker: StreamWorker
+    metadata: dict[str, Any]
+    started: float
+
+
 class Service:
     """Runs streams under one policy and delivers their interventions."""
 
@@ -78,8 +87,7 @@ class Service:
         self.on_event = on_event
         self.board = board
         self.summaries: dict[str, StreamSummary] = {}
-        self._workers: dict[str, asyncio.Task[StreamSummary]] = {}
-        self._summaries_live: dict[str, StreamSummary] = {}
+        self._running: dict[str, _Running] = {}
 
     async def __aenter__(self) -> Service:
         await self.gateway.start()
@@ -89,52 +97,50 @@ class Service:
         await self.aclose()
 
     async def aclose(self) -> None:
-        for stream_id in list(self._workers):
+        for stream_id in list(self._running):
             await self.stop_stream(stream_id)
         await self.gateway.aclose()
 
     @property
     def streams(self) -> list[str]:
-        return sorted(self._workers)
+        return sorted(self._running)
 
     def start_stream(self, stream_id: str, source: str, metadata: Mapping[str, Any] | None = None) -> None:
         """Start monitoring ``source`` as ``stream_id``; ValueError if that stream is already running."""
         if not stream_id or not source:
             raise ValueError("stream.started needs a non-empty stream_id and source")
-        if stream_id in self._workers:
+        if stream_id in self._running:
             raise ValueError(f"stream {stream_id!r} is already being monitored")
         ingest = ingest_options(self.policy.sampling, self.options.pacing)
         worker = StreamWorker(AVSource(stream_id, source, ingest), self.analyzers, self.monitor, self._sink,
                               url=source)
         task = asyncio.create_task(worker.run(), name=f"stream-{stream_id}")
-        self._workers[stream_id] = task
-        self._summaries_live[stream_id] = worker.summary
+        self._running[stream_id] = _Running(task, worker, dict(metadata or {}), time.monotonic())
         self._state(stream_id, "live", source)
         task.add_done_callback(functools.partial(self._finished, stream_id))
         log.info("stream %s started: %s %s", stream_id, source, dict(metadata or {}))
 
     async def stop_stream(self, stream_id: str) -> StreamSummary | None:
         """Cancel a stream's worker and wait for it (bounded); returns its summary."""
-        task = self._workers.get(stream_id)
-        if task is None:
+        run = self._running.get(stream_id)
+        if run is None:
             return self.summaries.get(stream_id)
-        task.cancel()
-        done, _ = await asyncio.wait([task], timeout=STOP_TIMEOUT_S)
+        run.task.cancel()
+        done, _ = await asyncio.wait([run.task], timeout=STOP_TIMEOUT_S)
         if not done:
             log.error("stream %s did not stop within %.0f s", stream_id, STOP_TIMEOUT_S)
         return self.summaries.get(stream_id)
 
     async def wait(self, stream_id: str) -> StreamSummary | None:
         """Wait until a stream's worker ends by itself."""
-        task = self._workers.get(stream_id)
-        if task is not None:
-            await asyncio.wait([task])
+        run = self._running.get(stream_id)
+        if run is not None:
+            await asyncio.wait([run.task])
         return self.summaries.get(stream_id)
 
     def _finished(self, stream_id: str, task: asyncio.Task[StreamSummary]) -> None:
-        self._workers.pop(stream_id, None)
+        summary = self._running.pop(stream_id).worker.summary
         self.monitor.forget(stream_id)
-        summary = self._summaries_live.pop(stream_id)
         self.summaries[stream_id] = summary
         while len(self.summaries) > KEEP_SUMMARIES:
             del self.summaries[next(iter(self.summaries))]
@@ -167,6 +173,32 @@ class Service:
         self.start_stream(message.stream_id, message.source, message.metadata)
 
     async def _on_ended(self, message: StreamEnded) -> None:
-        if message.stream_id not in self._workers:
-            raise ValueError(f"stream {message.stream_id!r} is not being monitored")
-        await self.stop_stream(message.stream_id)
+        await self.stop_stream_by_request(message.stream_id)
+
+    async def stop_stream_by_request(self, stream_id: str) -> None:
+        """``stream.ended`` from a backend: ValueError if the stream is not being monitored."""
+        if stream_id not in self._running:
+            raise ValueError(f"stream {stream_id!r} is not being monitored")
+        await self.stop_stream(stream_id)
+
+    def metrics(self) -> list[dict[str, Any]]:
+        """Every running stream: its metadata, tier, risk and ingest counters, and lag behind live."""
+        out = []
+        now = time.monotonic()
+        for stream_id, run in sorted(self._running.items()):
+            summary = run.worker.summary
+            elapsed = now - run.started
+            out.append({
+                "stream_id": stream_id,
+                "source": summary.source,
+                "metadata": run.metadata,
+                "tier": self.monitor.tier(stream_id),
+                "risk": {k: round(v, 4) for k, v in self.monitor.levels(stream_id).items()},
+                "media_seconds": round(summary.media_seconds, 3),
+                "lag_s": round(max(0.0, elapsed - summary.media_seconds), 3)
+                if self.options.pacing == "realtime" else None,
+                "transcripts": summary.transcripts,
+                "interventions": len(summary.interventions),
+                "ingest": run.worker.source.stats.as_dict(),
+            })
+        return out

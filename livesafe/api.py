@@ -1,0 +1,159 @@
+"""The HTTP control API (aiohttp): what the websocket control channel does, for backends that prefer HTTP.
+
+    POST   /v1/streams              {"stream_id", "source", "metadata"}  -> 201 (stream.started)
+    DELETE /v1/streams/{stream_id}                                       -> 200 (stream.ended)
+    GET    /v1/streams                                                   -> 200 streams with metrics
+    GET    /v1/health                                                    -> 200
+
+Every call but ``/v1/health`` needs ``Authorization: Bearer TOKEN`` (the backend tokens). Errors are JSON
+``{"type": "error", "reason": ...}`` with a 4xx status naming what was wrong. Other routes (WHIP) can be
+added to the same application.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Protocol
+
+from aiohttp import web
+
+log = logging.getLogger(__name__)
+
+#: Largest control request body accepted.
+MAX_BODY = 64 * 1024
+#: The authenticated backend's name, set on each request by the auth middleware.
+BACKEND = web.RequestKey("backend", str)
+
+
+class Controller(Protocol):
+    """What the API needs of the service."""
+
+    def start_stream(
+        self, stream_id: str, source: str, metadata: Mapping[str, Any] | None = None
+    ) -> None: ...
+
+    async def stop_stream_by_request(self, stream_id: str) -> None: ...
+
+    def metrics(self) -> list[dict[str, Any]]: ...
+
+
+def _error(status: int, reason: str) -> web.Response:
+    return web.json_response({"type": "error", "reason": reason}, status=status)
+
+
+def bearer_backend(request: web.Request, tokens: Mapping[str, str]) -> str | None:
+    """The backend name for the request's bearer token, or None (compared in constant time)."""
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        return None
+    for known, name in tokens.items():
+        if hmac.compare_digest(token.strip().encode(), known.encode()):
+            return name
+    return None
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def make_app(controller: Controller, tokens: Mapping[str, str]) -> web.Application:
+    """The control application; ``tokens`` maps token -> backend name."""
+
+    @web.middleware
+    async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path == "/v1/health" or not request.path.startswith("/v1/streams"):
+            return await handler(request)
+        backend = bearer_backend(request, tokens)
+        if backend is None:
+            return _error(401, "missing or invalid bearer token")
+        request[BACKEND] = backend
+        return await handler(request)
+
+    async def health(_: web.Request) -> web.Response:
+        return web.json_response({"type": "ok"})
+
+    async def list_streams(_: web.Request) -> web.Response:
+        return web.json_response({"type": "streams", "streams": controller.metrics()})
+
+    async def start(request: web.Request) -> web.Response:
+        if request.content_length is not None and request.content_length > MAX_BODY:
+            return _error(413, f"body over {MAX_BODY} bytes")
+        try:
+            body = json.loads(await request.text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            return _error(400, f"body is not JSON: {exc}")
+        if not isinstance(body, dict):
+            return _error(400, "body must be a JSON object")
+        stream_id, source, metadata = body.get("stream_id"), body.get("source"), body.get("metadata", {})
+        if not isinstance(stream_id, str) or not stream_id:
+            return _error(400, "'stream_id' must be a non-empty string")
+        if not isinstance(source, str) or not source:
+            return _error(400, "'source' must be a non-empty string")
+        if not isinstance(metadata, dict):
+            return _error(400, "'metadata' must be an object")
+        try:
+            controller.start_stream(stream_id, source, metadata)
+        except ValueError as exc:
+            status = 409 if "already" in str(exc) else 400
+            return _error(status, str(exc))
+        log.info("backend %r started stream %s over HTTP", request[BACKEND], stream_id)
+        return web.json_response({"type": "ok", "for": "stream.started", "stream_id": stream_id}, status=201)
+
+    async def end(request: web.Request) -> web.Response:
+        stream_id = request.match_info["stream_id"]
+        try:
+            await controller.stop_stream_by_request(stream_id)
+        except ValueError as exc:
+            return _error(404, str(exc))
+        return web.json_response({"type": "ok", "for": "stream.ended", "stream_id": stream_id})
+
+    app = web.Application(middlewares=[auth], client_max_size=MAX_BODY)
+    app.router.add_get("/v1/health", health)
+    app.router.add_get("/v1/streams", list_streams)
+    app.router.add_post("/v1/streams", start)
+    app.router.add_delete("/v1/streams/{stream_id}", end)
+    return app
+
+
+class HttpServer:
+    """Runs an aiohttp application on host:port (port 0 picks a free one) with owned lifecycle."""
+
+    def __init__(self, app: web.Application, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.app = app
+        self.host = host
+        self._requested_port = port
+        self._runner: web.AppRunner | None = None
+        self._site: web.TCPSite | None = None
+
+    async def start(self) -> None:
+        self._runner = web.AppRunner(self.app, access_log=None)
+        await self._runner.setup()
+        self._site = web.TCPSite(self._runner, self.host, self._requested_port)
+        await self._site.start()
+
+    async def aclose(self) -> None:
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+
+    async def __aenter__(self) -> HttpServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    @property
+    def port(self) -> int:
+        if self._runner is None:
+            raise RuntimeError("HTTP server not started")
+        for addr in self._runner.addresses:
+            return int(addr[1])
+        raise RuntimeError("HTTP server has no address")
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
