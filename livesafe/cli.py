@@ -183,7 +183,7 @@ async def _watch(args: argparse.Namespace, policy: Policy) -> int:
 
     ingest = ingest_options(policy.sampling, args.pacing)
     worker = StreamWorker(AVSource(stream_id, args.source, ingest), analyzers, Monitor(policy), sink,
-                          url=args.source)
+                          url=args.source, adaptive=args.pacing == "realtime")
     summary = await worker.run()
     data = summary.as_dict()
     data["policy"], data["policy_hash"] = policy.name, policy.hash

@@ -20,7 +20,7 @@ from livesafe.analyzers.base import SpeechRecognizer, TextAnalyzer, VisionAnalyz
 from livesafe.core import Monitor
 from livesafe.events import AudioChunk, Event, Intervention, Signal, Transcript, VideoSample
 from livesafe.ingest.source import MediaSource, SourceError
-from livesafe.policy import Policy
+from livesafe.policy import Policy, SamplingPolicy
 
 log = logging.getLogger(__name__)
 
@@ -78,18 +78,52 @@ class StreamSummary:
         }
 
 
+class AdaptiveRate:
+    """Chooses a stream's video sampling rate from its risk and speech, in media time (pure).
+
+    Sample faster while risk is at least ``active_risk`` or rising, at the base rate while someone is
+    speaking, and slower once the stream has been calm and silent for ``quiet_after_s``.
+    """
+
+    def __init__(self, sampling: SamplingPolicy) -> None:
+        self.sampling = sampling
+        self._last_risk = 0.0
+        self._last_speech: float | None = None
+        self._last_active: float | None = None
+
+    def speech(self, media_ts: float) -> None:
+        self._last_speech = media_ts if self._last_speech is None else max(self._last_speech, media_ts)
+
+    def fps(self, media_ts: float, overall_risk: float) -> float:
+        s = self.sampling
+        rising = overall_risk > self._last_risk + 1e-9
+        self._last_risk = overall_risk
+        if overall_risk >= s.active_risk or rising:
+            self._last_active = media_ts
+            return s.active_fps
+        recent = [t for t in (self._last_speech, self._last_active) if t is not None]
+        if recent and media_ts - max(recent) < s.quiet_after_s:
+            return s.video_fps
+        return s.idle_fps if media_ts >= s.quiet_after_s else s.video_fps
+
+
 class StreamWorker:
     """Monitors one stream until its source ends, fails, or the worker is cancelled."""
 
     def __init__(
-        self, source: MediaSource, analyzers: Analyzers, monitor: Monitor, sink: Sink, *, url: str = ""
+        self, source: MediaSource, analyzers: Analyzers, monitor: Monitor, sink: Sink, *, url: str = "",
+        adaptive: bool = False,
     ) -> None:
+        """``adaptive``: vary the video rate with risk and speech (live streams; off for repeatable runs)."""
         self.source = source
         self.stream_id = source.stream_id
         self.analyzers = analyzers
         self.monitor = monitor
         self.sink = sink
         self.summary = StreamSummary(self.stream_id, url)
+        sampling = monitor.policy.sampling
+        self._rate = AdaptiveRate(sampling) if adaptive and sampling.adaptive else None
+        self._fps = sampling.video_fps
 
     async def run(self) -> StreamSummary:
         """Run to the end of the source. A source error ends this stream (recorded in the summary) only."""
@@ -127,6 +161,8 @@ class StreamWorker:
 
     async def _transcript(self, transcript: Transcript) -> None:
         self.summary.transcripts += 1
+        if self._rate is not None:
+            self._rate.speech(transcript.end_ts)
         await self.sink(transcript)
         for analyzer in self.analyzers.text:
             for signal in await asyncio.to_thread(analyzer.analyze, transcript):
@@ -143,8 +179,15 @@ class StreamWorker:
             await self._intervention(intervention)
 
     async def _tick(self, media_ts: float) -> None:
-        for intervention in self.monitor.tick(self.stream_id, media_ts).interventions:
+        decision = self.monitor.tick(self.stream_id, media_ts)
+        for intervention in decision.interventions:
             await self._intervention(intervention)
+        if self._rate is not None:
+            fps = self._rate.fps(media_ts, decision.risk.overall)
+            if fps != self._fps:
+                log.debug("stream %s: video sampling %.2f -> %.2f fps", self.stream_id, self._fps, fps)
+                self._fps = fps
+                self.source.set_video_fps(fps)
 
     async def _intervention(self, intervention: Intervention) -> None:
         self.summary.interventions.append(intervention)

@@ -101,6 +101,13 @@ class SamplingPolicy:
     audio_window_s: float = 5.0
     #: Decode only video key frames (much cheaper; frames are sampled at key-frame times).
     keyframes_only: bool = False
+    #: Adaptive video rate on live streams: ``active_fps`` while risk is at least ``active_risk`` or
+    #: rising, ``video_fps`` while there is speech, ``idle_fps`` after ``quiet_after_s`` of calm.
+    adaptive: bool = True
+    active_fps: float = 2.0
+    idle_fps: float = 0.5
+    active_risk: float = 0.15
+    quiet_after_s: float = 15.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -350,11 +357,24 @@ def _parse_analyzers(r: _Reader, raw: Any) -> AnalyzerPolicy:
 
 
 def _parse_sampling(r: _Reader, raw: Any) -> SamplingPolicy:
-    d = r.mapping(raw, "sampling", {"video_fps", "audio_window_s", "keyframes_only"})
+    d = r.mapping(raw, "sampling", {
+        "video_fps", "audio_window_s", "keyframes_only", "adaptive", "active_fps", "idle_fps",
+        "active_risk", "quiet_after_s",
+    })
+    fps = r.number(d, "video_fps", "sampling", 1.0, 0.0, 60.0, lo_open=True)
+    active = r.number(d, "active_fps", "sampling", max(fps, 2.0), 0.0, 60.0, lo_open=True)
+    idle = r.number(d, "idle_fps", "sampling", min(fps, 0.5), 0.0, 60.0, lo_open=True)
+    if not idle <= fps <= active:
+        r.fail("sampling", f"need idle_fps <= video_fps <= active_fps, got {idle}, {fps}, {active}")
     return SamplingPolicy(
-        video_fps=r.number(d, "video_fps", "sampling", 1.0, 0.0, 60.0, lo_open=True),
+        video_fps=fps,
         audio_window_s=r.number(d, "audio_window_s", "sampling", 5.0, 1.0, 30.0),
         keyframes_only=r.boolean(d, "keyframes_only", "sampling", False),
+        adaptive=r.boolean(d, "adaptive", "sampling", True),
+        active_fps=active,
+        idle_fps=idle,
+        active_risk=r.number(d, "active_risk", "sampling", 0.15, 0.0, 1.0),
+        quiet_after_s=r.number(d, "quiet_after_s", "sampling", 15.0, 0.0, 3600.0),
     )
 
 

@@ -113,7 +113,7 @@ class Service:
             raise ValueError(f"stream {stream_id!r} is already being monitored")
         ingest = ingest_options(self.policy.sampling, self.options.pacing)
         worker = StreamWorker(AVSource(stream_id, source, ingest), self.analyzers, self.monitor, self._sink,
-                              url=source)
+                              url=source, adaptive=self.options.pacing == "realtime")
         task = asyncio.create_task(worker.run(), name=f"stream-{stream_id}")
         self._running[stream_id] = _Running(task, worker, dict(metadata or {}), time.monotonic())
         self._state(stream_id, "live", source)

@@ -110,6 +110,9 @@ class FrameSampler:
         self.stream_id = stream_id
         self.options = options
         self.stats = stats
+        #: The current video sampling rate; another thread may change it (adaptive sampling).
+        self.video_fps = options.video_fps
+        stats.video_fps = options.video_fps
         self._resampler = av.AudioResampler(format="flt", layout="mono", rate=AUDIO_RATE)
         self._windower = AudioWindower(stream_id, options.audio_window_s)
         self._next_video_ts = 0.0
@@ -120,7 +123,9 @@ class FrameSampler:
         if isinstance(frame, av.VideoFrame):
             self.stats.frames_decoded += 1
             if media_ts + 1e-6 >= self._next_video_ts:
-                self._next_video_ts = max(self._next_video_ts + 1.0 / self.options.video_fps, media_ts)
+                fps = self.video_fps
+                self.stats.video_fps = fps
+                self._next_video_ts = max(self._next_video_ts + 1.0 / fps, media_ts)
                 self.stats.frames_sampled += 1
                 yield VideoSample(self.stream_id, round(media_ts, 6), self._rgb(frame), self._index)
                 self._index += 1
@@ -165,6 +170,16 @@ class AVSource:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._channel: SampleChannel | None = None
+        self._sampler: FrameSampler | None = None
+        self._video_fps = self.options.video_fps
+
+    def set_video_fps(self, fps: float) -> None:
+        """Change the video sampling rate from now on (adaptive sampling; safe from any thread)."""
+        if fps <= 0:
+            raise ValueError(f"video fps must be > 0, got {fps}")
+        self._video_fps = fps
+        if self._sampler is not None:
+            self._sampler.video_fps = fps
 
     async def samples(self) -> AsyncIterator[MediaSample]:
         if self._thread is not None:
@@ -230,6 +245,8 @@ class AVSource:
                     video.codec_context.skip_frame = "NONKEY"
             origin = (container.start_time or 0) / av.time_base
             sampler = FrameSampler(self.stream_id, self.options, self.stats)
+            sampler.video_fps = self._video_fps
+            self._sampler = sampler
             wall_start = time.monotonic()
             for packet in container.demux(*[s for s in (video, audio) if s is not None]):
                 if self._stop.is_set():

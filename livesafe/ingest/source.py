@@ -62,6 +62,8 @@ class IngestStats:
     audio_dropped_s: float = 0.0
     audio_seconds: float = 0.0
     decode_errors: int = 0
+    #: The video sampling rate in force (it changes with adaptive sampling).
+    video_fps: float = 0.0
 
     def as_dict(self) -> dict[str, float]:
         return {name: getattr(self, name) for name in self.__slots__}
@@ -84,6 +86,8 @@ class MediaSource(Protocol):
     stats: IngestStats
 
     def samples(self) -> AsyncIterator[MediaSample]: ...
+
+    def set_video_fps(self, fps: float) -> None: ...
 
     async def aclose(self) -> None: ...
 
