@@ -15,7 +15,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from aiohttp import web
@@ -59,8 +59,10 @@ def bearer_backend(request: web.Request, tokens: Mapping[str, str]) -> str | Non
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def make_app(controller: Controller, tokens: Mapping[str, str]) -> web.Application:
-    """The control application; ``tokens`` maps token -> backend name."""
+def make_app(
+    controller: Controller, tokens: Mapping[str, str], extra_routes: Sequence[web.RouteDef] = ()
+) -> web.Application:
+    """The control application (plus ``extra_routes``, e.g. WHIP); ``tokens`` maps token -> backend name."""
 
     @web.middleware
     async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -115,6 +117,7 @@ def make_app(controller: Controller, tokens: Mapping[str, str]) -> web.Applicati
     app.router.add_get("/v1/streams", list_streams)
     app.router.add_post("/v1/streams", start)
     app.router.add_delete("/v1/streams/{stream_id}", end)
+    app.add_routes(extra_routes)
     return app
 
 

@@ -245,10 +245,11 @@ async def _serve(args: argparse.Namespace, policy: Policy) -> int:
             Service(policy, analyzers, redis_client, options, board=board)
         )
         http = await stack.enter_async_context(
-            HttpServer(make_app(service, tokens), args.host, args.http_port)
+            HttpServer(make_app(service, tokens, service.whip.routes()), args.host, args.http_port)
         )
         print(f"backend websocket: {service.gateway.url} (Authorization: Bearer <token>)", flush=True)
-        print(f"control API: {http.url}/v1/streams (Authorization: Bearer <token>)", flush=True)
+        print(f"control API: {http.url}/v1/streams, WHIP: {http.url}/whip/{{stream_id}} "
+              "(Authorization: Bearer <token>)", flush=True)
         if board is not None:
             print(f"board: {board.url}", flush=True)
         if demo:

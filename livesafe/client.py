@@ -25,7 +25,7 @@ import json
 import logging
 import random
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -80,6 +80,7 @@ class BackendClient:
         reply_timeout_s: float = 10.0,
         open_timeout_s: float = 10.0,
         max_message_bytes: int = 2**20,
+        on_notice: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         """``auto_ack`` acks on receipt, before your code sees the intervention (at-most-once for you)."""
         self.url = url
@@ -90,6 +91,8 @@ class BackendClient:
         self.reply_timeout_s = reply_timeout_s
         self.open_timeout_s = open_timeout_s
         self.max_message_bytes = max_message_bytes
+        #: Called with each informational message (``stream.state``: live, degraded, lost, ended...).
+        self.on_notice = on_notice
         #: The gateway's last ``hello`` (backend name, protocol, ack timeout), ``None`` before the first.
         self.hello: dict[str, Any] | None = None
         #: How many times a connection was established (reconnections included).
@@ -239,6 +242,8 @@ class BackendClient:
         elif kind == "error":
             self.last_error = str(msg.get("reason"))
             logger.warning("gateway error: %s", self.last_error)
+        elif kind == "stream.state" and self.on_notice is not None:
+            self.on_notice(msg)
         else:
             logger.debug("ignoring gateway message of type %r", kind)
 

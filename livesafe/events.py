@@ -220,10 +220,24 @@ class ReviewVerdict:
     note: str = ""
 
 
-Event: TypeAlias = Transcript | Signal | RiskUpdate | Intervention | Ack | ReviewVerdict
+@dataclass(frozen=True, slots=True)
+class StreamState:
+    """A stream's monitoring state changed: ``live``, ``degraded``, ``lost``, ``ended``, ``stopped``,
+    ``failed`` (with the reason in ``detail``)."""
+
+    type: ClassVar[str] = "stream.state"
+
+    stream_id: str
+    media_ts: float
+    state: str
+    detail: str = ""
+
+
+Event: TypeAlias = Transcript | Signal | RiskUpdate | Intervention | Ack | ReviewVerdict | StreamState
 
 _EVENT_TYPES: dict[str, type[Any]] = {
-    cls.type: cls for cls in (Transcript, Signal, RiskUpdate, Intervention, Ack, ReviewVerdict)
+    cls.type: cls
+    for cls in (Transcript, Signal, RiskUpdate, Intervention, Ack, ReviewVerdict, StreamState)
 }
 
 

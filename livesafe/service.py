@@ -16,13 +16,18 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import redis
 import redis.asyncio
+from aiohttp import web
 
 from livesafe.board.server import Board
 from livesafe.core import Monitor
-from livesafe.events import Event, Intervention
+from livesafe.events import Event, Intervention, StreamState, to_dict
 from livesafe.ingest.av_source import AVSource
-from livesafe.ingest.source import Pacing, ingest_options
+from livesafe.ingest.source import MediaSource, Pacing, ingest_options
+from livesafe.ingest.webrtc import WebRTCSource
+from livesafe.ingest.whep import WhepSource
+from livesafe.ingest.whip import WhipEndpoint
 from livesafe.interventions.gateway import Gateway, StreamEnded, StreamStarted
 from livesafe.interventions.outbox import EventLog, Outbox, reraise_swallowed_cancel
 from livesafe.pipeline import Analyzers, StreamSummary, StreamWorker
@@ -86,6 +91,10 @@ class Service:
         )
         self.on_event = on_event
         self.board = board
+        #: WHIP publishers (OBS, browsers...) push here; mount ``whip.routes()`` on the HTTP API.
+        self.whip = WhipEndpoint(
+            options.tokens, self._on_whip_session, options=ingest_options(policy.sampling, "realtime")
+        )
         self.summaries: dict[str, StreamSummary] = {}
         self._running: dict[str, _Running] = {}
 
@@ -99,6 +108,7 @@ class Service:
     async def aclose(self) -> None:
         for stream_id in list(self._running):
             await self.stop_stream(stream_id)
+        await self.whip.aclose()
         await self.gateway.aclose()
 
     @property
@@ -106,19 +116,67 @@ class Service:
         return sorted(self._running)
 
     def start_stream(self, stream_id: str, source: str, metadata: Mapping[str, Any] | None = None) -> None:
-        """Start monitoring ``source`` as ``stream_id``; ValueError if that stream is already running."""
+        """Start monitoring ``source`` (a file, URL or ``whep+http(s)://`` address) as ``stream_id``.
+
+        ValueError (with the reason) if the stream is already running or the source is unusable.
+        """
         if not stream_id or not source:
             raise ValueError("stream.started needs a non-empty stream_id and source")
         if stream_id in self._running:
             raise ValueError(f"stream {stream_id!r} is already being monitored")
         ingest = ingest_options(self.policy.sampling, self.options.pacing)
-        worker = StreamWorker(AVSource(stream_id, source, ingest), self.analyzers, self.monitor, self._sink,
-                              url=source, adaptive=self.options.pacing == "realtime")
-        task = asyncio.create_task(worker.run(), name=f"stream-{stream_id}")
+        media: MediaSource
+        if source.startswith(("whep+http://", "whep+https://")):
+            media = WhepSource(stream_id, source.removeprefix("whep+"), options=ingest)
+        else:
+            media = AVSource(stream_id, source, ingest)
+        self.start_source(stream_id, media, metadata, url=source)
+
+    def start_source(
+        self, stream_id: str, source: MediaSource, metadata: Mapping[str, Any] | None = None, *, url: str = ""
+    ) -> None:
+        """Start monitoring a ready :class:`MediaSource` (e.g. a WHIP session) as ``stream_id``."""
+        if stream_id in self._running:
+            raise ValueError(f"stream {stream_id!r} is already being monitored")
+        worker = StreamWorker(source, self.analyzers, self.monitor, self._sink, url=url,
+                              adaptive=self.options.pacing == "realtime")
+        task = asyncio.create_task(self._run_worker(worker), name=f"stream-{stream_id}")
         self._running[stream_id] = _Running(task, worker, dict(metadata or {}), time.monotonic())
-        self._state(stream_id, "live", source)
         task.add_done_callback(functools.partial(self._finished, stream_id))
-        log.info("stream %s started: %s %s", stream_id, source, dict(metadata or {}))
+        log.info("stream %s started: %s %s", stream_id, url, dict(metadata or {}))
+
+    async def _run_worker(self, worker: StreamWorker) -> StreamSummary:
+        """Run a worker, reporting its state to the event log, the backends and the board."""
+        stream_id = worker.stream_id
+        await self.publish_state(stream_id, "live", worker.summary.source)
+        try:
+            summary = await worker.run()
+        except asyncio.CancelledError:
+            await self.publish_state(stream_id, "stopped")
+            raise
+        except Exception as exc:  # a bug in one stream's worker must not take the others down
+            worker.summary.error = f"worker failed: {type(exc).__name__}: {exc}"
+            log.exception("stream %s worker failed", stream_id)
+            await self.publish_state(stream_id, "failed", worker.summary.error)
+            return worker.summary
+        if summary.error:
+            await self.publish_state(stream_id, "failed", summary.error)
+        else:
+            await self.publish_state(stream_id, "ended")
+        return summary
+
+    async def publish_state(self, stream_id: str, state: str, detail: str = "") -> None:
+        """Record a stream state change and tell every connected backend and the board."""
+        run = self._running.get(stream_id)
+        media_ts = run.worker.summary.media_seconds if run is not None else 0.0
+        event = StreamState(stream_id, media_ts, state, detail)
+        try:
+            await self.events.append(event)
+        except redis.RedisError as exc:
+            log.warning("could not log %s state %s: %s", stream_id, state, exc)
+        self.gateway.notify(to_dict(event))
+        if self.board is not None:
+            self.board.stream_state(stream_id, state, detail)
 
     async def stop_stream(self, stream_id: str) -> StreamSummary | None:
         """Cancel a stream's worker and wait for it (bounded); returns its summary."""
@@ -144,20 +202,8 @@ class Service:
         self.summaries[stream_id] = summary
         while len(self.summaries) > KEEP_SUMMARIES:
             del self.summaries[next(iter(self.summaries))]
-        if task.cancelled():
-            log.info("stream %s stopped", stream_id)
-            self._state(stream_id, "stopped")
-        elif (exc := task.exception()) is not None:
-            summary.error = f"worker failed: {type(exc).__name__}: {exc}"
-            log.error("stream %s worker failed", stream_id, exc_info=exc)
-            self._state(stream_id, "failed", summary.error)
-        else:
-            log.info("stream %s ended: %s", stream_id, summary.error or "end of media")
-            self._state(stream_id, "failed" if summary.error else "ended", summary.error)
-
-    def _state(self, stream_id: str, state: str, detail: str = "") -> None:
-        if self.board is not None:
-            self.board.stream_state(stream_id, state, detail)
+        how = "stopped" if task.cancelled() else summary.error or "end of media"
+        log.info("stream %s ended: %s", stream_id, how)
 
     async def _sink(self, event: Event) -> None:
         await self.events.append(event)
@@ -171,6 +217,11 @@ class Service:
 
     async def _on_started(self, message: StreamStarted) -> None:
         self.start_stream(message.stream_id, message.source, message.metadata)
+
+    async def _on_whip_session(self, stream_id: str, source: WebRTCSource, backend: str) -> None:
+        if stream_id in self._running:
+            raise web.HTTPConflict(text=f"stream {stream_id!r} is already being monitored")
+        self.start_source(stream_id, source, {"ingest": "whip", "backend": backend}, url=f"whip:{stream_id}")
 
     async def _on_ended(self, message: StreamEnded) -> None:
         await self.stop_stream_by_request(message.stream_id)

@@ -46,10 +46,11 @@ from urllib.parse import parse_qs, urlsplit
 
 import redis
 import redis.asyncio
-from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
+from websockets.protocol import State
 
 from livesafe.events import Ack, to_dict
 from livesafe.interventions.outbox import DEFAULT_PREFIX, EventLog, Outbox, reraise_swallowed_cancel
@@ -157,6 +158,7 @@ class Gateway:
         self._connection_seq = 0
         self._server: Server | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._open: set[ServerConnection] = set()
         self._handlers: dict[str, Callable[[str, Mapping[str, Any]], Awaitable[dict[str, Any] | None]]] = {
             "ack": self._on_ack,
             "nack": self._on_ack,
@@ -269,6 +271,7 @@ class Gateway:
             "max_message_bytes": self.max_message_bytes,
         }
         pump: asyncio.Task[None] | None = None
+        self._open.add(ws)
         try:
             await ws.send(json.dumps(hello))
             await self._prune()
@@ -280,9 +283,20 @@ class Gateway:
         except ConnectionClosed as exc:
             logger.info("backend %r (%s) disconnected: %s", backend, consumer, exc)
         finally:
+            self._open.discard(ws)
             if pump is not None:
                 await _cancel_and_wait(pump)
             await self._release(consumer)
+
+    def notify(self, message: Mapping[str, Any]) -> int:
+        """Send an informational message (e.g. ``stream.state``) to every connected backend, now.
+
+        Not durable and not acknowledged, unlike interventions: a backend that is offline misses it.
+        Returns how many connections it was sent to.
+        """
+        connections = [ws for ws in self._open if ws.state is State.OPEN]
+        broadcast(connections, json.dumps(message))
+        return len(connections)
 
     async def _prune(self) -> None:
         try:
