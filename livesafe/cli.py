@@ -10,12 +10,13 @@ import logging
 import os
 import signal
 import sys
+import urllib.parse
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from livesafe import __version__
-from livesafe.events import Event, Intervention, Signal, Transcript, to_dict
+from livesafe.events import Event, Intervention, Signal, StreamState, Transcript, to_dict
 from livesafe.policy import Policy, PolicyError, load_policy
 
 if TYPE_CHECKING:
@@ -39,6 +40,8 @@ def _parser() -> argparse.ArgumentParser:
     w.add_argument("--json", action="store_true", help="print one JSON object per line")
     w.add_argument("--stream-id", default="", help="stream id to use (default: the file name)")
     w.add_argument("--risk", action="store_true", help="also print risk updates")
+    w.add_argument("--listen", action="store_true",
+                   help="SOURCE is an rtmp://, rtsp:// or srt:// address to listen on for a publisher")
     pace = w.add_mutually_exclusive_group()
     pace.add_argument("--realtime", dest="pacing", action="store_const", const="realtime",
                       help="pace a file as if it were live")
@@ -162,6 +165,8 @@ class _Printer:
             return f"{ts} transcript: {event.text}"
         if isinstance(event, Signal):
             return f"{ts} signal {event.category} {event.score:.2f} ({event.analyzer})"
+        if isinstance(event, StreamState):
+            return f"{ts} stream {event.state}" + (f": {event.detail}" if event.detail else "")
         if isinstance(event, Intervention):
             return (f"{ts} INTERVENTION {event.action.upper()} tier={event.tier} "
                     f"effects={','.join(event.effects)}: {event.reason}")
@@ -170,20 +175,34 @@ class _Printer:
 
 async def _watch(args: argparse.Namespace, policy: Policy) -> int:
     from livesafe.core import Monitor
-    from livesafe.ingest.av_source import AVSource
-    from livesafe.ingest.source import ingest_options
+    from livesafe.ingest.ffmpeg import is_live_url, open_source
+    from livesafe.ingest.source import Pacing, SourceError, ingest_options
     from livesafe.pipeline import Analyzers, StreamWorker
 
-    stream_id = args.stream_id or Path(args.source).stem or "stream"
-    analyzers = await asyncio.to_thread(Analyzers.load, policy)
+    stream_id = args.stream_id or Path(urllib.parse.urlsplit(args.source).path).stem or "stream"
     printer = _Printer(policy, args.json, args.risk)
+    live = args.listen or is_live_url(args.source)
+    pacing: Pacing = "realtime" if live else args.pacing
+    clock = {"media_ts": 0.0}
 
     async def sink(event: Event) -> None:
+        clock["media_ts"] = max(clock["media_ts"], event.media_ts)
         printer(event)
 
-    ingest = ingest_options(policy.sampling, args.pacing)
-    worker = StreamWorker(AVSource(stream_id, args.source, ingest), analyzers, Monitor(policy), sink,
-                          url=args.source, adaptive=args.pacing == "realtime")
+    def on_state(sid: str, state: str, detail: str) -> None:
+        printer(StreamState(sid, clock["media_ts"], state, detail))
+
+    try:
+        source = open_source(stream_id, args.source, ingest_options(policy.sampling, pacing),
+                             listen=args.listen, on_state=on_state)
+    except SourceError as exc:
+        print(f"livesafe: {exc}", file=sys.stderr)
+        return 2
+    analyzers = await asyncio.to_thread(Analyzers.load, policy)
+    if args.listen:
+        print(f"livesafe: waiting for a publisher on {args.source}", file=sys.stderr, flush=True)
+    worker = StreamWorker(source, analyzers, Monitor(policy), sink, url=args.source,
+                          adaptive=pacing == "realtime")
     summary = await worker.run()
     data = summary.as_dict()
     data["policy"], data["policy_hash"] = policy.name, policy.hash

@@ -23,8 +23,8 @@ from aiohttp import web
 from livesafe.board.server import Board
 from livesafe.core import Monitor
 from livesafe.events import Event, Intervention, StreamState, to_dict
-from livesafe.ingest.av_source import AVSource
-from livesafe.ingest.source import MediaSource, Pacing, ingest_options
+from livesafe.ingest.ffmpeg import is_live_url, open_source
+from livesafe.ingest.source import MediaSource, Pacing, SourceError, ingest_options
 from livesafe.ingest.webrtc import WebRTCSource
 from livesafe.ingest.whep import WhepSource
 from livesafe.ingest.whip import WhipEndpoint
@@ -50,6 +50,15 @@ class ServiceOptions:
     prefix: str = "livesafe"
     pacing: Pacing = "realtime"
     ack_timeout_s: float = 10.0
+
+
+def whep_url(source: str) -> str | None:
+    """The HTTP(S) address of a ``whep://``, ``wheps://`` or ``whep+http(s)://`` source, else None."""
+    for prefix, scheme in (("whep+http://", "http://"), ("whep+https://", "https://"),
+                           ("whep://", "http://"), ("wheps://", "https://")):
+        if source.startswith(prefix):
+            return scheme + source.removeprefix(prefix)
+    return None
 
 
 @dataclass(slots=True)
@@ -97,6 +106,7 @@ class Service:
         )
         self.summaries: dict[str, StreamSummary] = {}
         self._running: dict[str, _Running] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
 
     async def __aenter__(self) -> Service:
         await self.gateway.start()
@@ -109,6 +119,8 @@ class Service:
         for stream_id in list(self._running):
             await self.stop_stream(stream_id)
         await self.whip.aclose()
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=STOP_TIMEOUT_S)
         await self.gateway.aclose()
 
     @property
@@ -124,13 +136,27 @@ class Service:
             raise ValueError("stream.started needs a non-empty stream_id and source")
         if stream_id in self._running:
             raise ValueError(f"stream {stream_id!r} is already being monitored")
-        ingest = ingest_options(self.policy.sampling, self.options.pacing)
+        whep = whep_url(source)
+        live = whep is not None or is_live_url(source)
+        # Live media is never paced and never waited for: a slow consumer drops the oldest samples.
+        ingest = ingest_options(self.policy.sampling, "realtime" if live else self.options.pacing)
         media: MediaSource
-        if source.startswith(("whep+http://", "whep+https://")):
-            media = WhepSource(stream_id, source.removeprefix("whep+"), options=ingest)
+        if whep is not None:
+            media = WhepSource(stream_id, whep, options=ingest)
         else:
-            media = AVSource(stream_id, source, ingest)
+            try:
+                media = open_source(stream_id, source, ingest, on_state=self._on_source_state)
+            except SourceError as exc:
+                raise ValueError(str(exc)) from exc
         self.start_source(stream_id, media, metadata, url=source)
+
+    def _on_source_state(self, stream_id: str, state: str, detail: str) -> None:
+        """A live source's connection state (connecting, live, degraded, lost...), on the event loop."""
+        if state in ("live", "ended") and stream_id in self._running:
+            return  # the worker reports these itself
+        task = asyncio.create_task(self.publish_state(stream_id, state, detail), name=f"state-{stream_id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def start_source(
         self, stream_id: str, source: MediaSource, metadata: Mapping[str, Any] | None = None, *, url: str = ""

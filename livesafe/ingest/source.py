@@ -11,6 +11,7 @@ wins) and then the oldest audio, and every drop is counted.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import threading
 from collections import deque
 from collections.abc import AsyncIterator
@@ -66,7 +67,7 @@ class IngestStats:
     video_fps: float = 0.0
 
     def as_dict(self) -> dict[str, float]:
-        return {name: getattr(self, name) for name in self.__slots__}
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
 
 def ingest_options(sampling: SamplingPolicy, pacing: Pacing) -> IngestOptions:
@@ -83,7 +84,9 @@ class MediaSource(Protocol):
     """What the pipeline needs of a source."""
 
     stream_id: str
-    stats: IngestStats
+
+    @property
+    def stats(self) -> IngestStats: ...
 
     def samples(self) -> AsyncIterator[MediaSample]: ...
 
