@@ -235,20 +235,13 @@ class AVSource:
     def _decode(self) -> Iterator[MediaSample]:
         container = self._open()
         try:
-            video = container.streams.video[0] if container.streams.video else None
-            audio = container.streams.audio[0] if container.streams.audio else None
-            if video is None and audio is None:
+            streams = self._streams(container)
+            if not streams:
                 raise SourceError(f"{self.url}: no audio or video stream")
-            if video is not None:
-                video.thread_type = "AUTO"
-                if self.options.keyframes_only:
-                    video.codec_context.skip_frame = "NONKEY"
             origin = (container.start_time or 0) / av.time_base
-            sampler = FrameSampler(self.stream_id, self.options, self.stats)
-            sampler.video_fps = self._video_fps
-            self._sampler = sampler
+            sampler = self._new_sampler()
             wall_start = time.monotonic()
-            for packet in container.demux(*[s for s in (video, audio) if s is not None]):
+            for packet in container.demux(*streams):
                 if self._stop.is_set():
                     return
                 try:
@@ -266,6 +259,23 @@ class AVSource:
             yield from sampler.flush()
         finally:
             container.close()
+
+    def _streams(self, container: Any) -> list[Any]:
+        """The first video and audio streams, set up for decoding (threads, keyframe-only); may be []."""
+        video = container.streams.video[0] if container.streams.video else None
+        audio = container.streams.audio[0] if container.streams.audio else None
+        if video is not None:
+            video.thread_type = "AUTO"
+            if self.options.keyframes_only:
+                video.codec_context.skip_frame = "NONKEY"
+        return [s for s in (video, audio) if s is not None]
+
+    def _new_sampler(self) -> FrameSampler:
+        """A sampler for a new decoding session, at the current (possibly adapted) video rate."""
+        sampler = FrameSampler(self.stream_id, self.options, self.stats)
+        sampler.video_fps = self._video_fps
+        self._sampler = sampler
+        return sampler
 
     def _pace(self, wall_start: float, media_ts: float) -> None:
         delay = wall_start + media_ts - time.monotonic()

@@ -36,7 +36,7 @@ from typing import Any, Literal
 import av
 
 from livesafe.events import MediaSample, VideoSample
-from livesafe.ingest.av_source import AVSource, FrameSampler
+from livesafe.ingest.av_source import AVSource
 from livesafe.ingest.source import IngestOptions, IngestStats, MediaSource, SourceError
 from livesafe.ingest.srt import SrtBridge, StallError
 
@@ -209,19 +209,16 @@ class LiveSource(AVSource):
         """One connection: yields its samples; returns whether it went live; raises _Outage."""
         container = self._open_live(outage_since)
         went_live = False
-        sampler = FrameSampler(self.stream_id, self.options, self.stats)
+        sampler = self._new_sampler()
         try:
-            video = container.streams.video[0] if container.streams.video else None
-            audio = container.streams.audio[0] if container.streams.audio else None
-            if video is None and audio is None:
+            streams = self._streams(container)
+            if not streams:
                 raise _Outage("no audio or video stream")
-            if video is not None:
-                video.thread_type = "AUTO"
             origin: float | None = None
             wall0 = time.monotonic()
             outage: _Outage | None = None
             try:
-                for packet in container.demux(*[s for s in (video, audio) if s is not None]):
+                for packet in container.demux(*streams):
                     if self._stop.is_set():
                         return went_live
                     try:
