@@ -101,6 +101,8 @@ class SamplingPolicy:
     audio_window_s: float = 5.0
     #: Decode only video key frames (much cheaper; frames are sampled at key-frame times).
     keyframes_only: bool = False
+    #: Cut audio into utterances with voice-activity detection; silence never reaches speech recognition.
+    vad: bool = True
     #: Adaptive video rate on live streams: ``active_fps`` while risk is at least ``active_risk`` or
     #: rising, ``video_fps`` while there is speech, ``idle_fps`` after ``quiet_after_s`` of calm.
     adaptive: bool = True
@@ -358,7 +360,7 @@ def _parse_analyzers(r: _Reader, raw: Any) -> AnalyzerPolicy:
 
 def _parse_sampling(r: _Reader, raw: Any) -> SamplingPolicy:
     d = r.mapping(raw, "sampling", {
-        "video_fps", "audio_window_s", "keyframes_only", "adaptive", "active_fps", "idle_fps",
+        "video_fps", "audio_window_s", "keyframes_only", "vad", "adaptive", "active_fps", "idle_fps",
         "active_risk", "quiet_after_s",
     })
     fps = r.number(d, "video_fps", "sampling", 1.0, 0.0, 60.0, lo_open=True)
@@ -370,6 +372,7 @@ def _parse_sampling(r: _Reader, raw: Any) -> SamplingPolicy:
         video_fps=fps,
         audio_window_s=r.number(d, "audio_window_s", "sampling", 5.0, 1.0, 30.0),
         keyframes_only=r.boolean(d, "keyframes_only", "sampling", False),
+        vad=r.boolean(d, "vad", "sampling", True),
         adaptive=r.boolean(d, "adaptive", "sampling", True),
         active_fps=active,
         idle_fps=idle,

@@ -14,6 +14,10 @@ from livesafe.ingest.av_source import AudioWindower, AVSource
 from livesafe.ingest.source import IngestOptions, IngestStats, SampleChannel, SourceError
 from tests.media import make_clip
 
+#: The generated clips carry a tone, which voice-activity detection rightly drops: tests of windowing
+#: and hand-off turn it off.
+NO_VAD = IngestOptions(vad=False)
+
 
 async def collect(source: AVSource, delay: float = 0.0) -> list[MediaSample]:
     out = []
@@ -26,7 +30,7 @@ async def collect(source: AVSource, delay: float = 0.0) -> list[MediaSample]:
 
 async def test_samples_video_at_policy_rate_and_audio_16k_mono(tmp_path: Path) -> None:
     clip = make_clip(tmp_path / "a.mp4", 6.0)
-    src = AVSource("s", str(clip), IngestOptions(video_fps=2.0, audio_window_s=2.0))
+    src = AVSource("s", str(clip), IngestOptions(video_fps=2.0, audio_window_s=2.0, vad=False))
     samples = await collect(src)
     video = [s for s in samples if isinstance(s, VideoSample)]
     audio = [s for s in samples if isinstance(s, AudioChunk)]
@@ -64,7 +68,7 @@ async def test_keyframes_only_decodes_only_key_frames(tmp_path: Path) -> None:
 async def test_video_only_and_audio_only(tmp_path: Path) -> None:
     v = await collect(AVSource("v", str(make_clip(tmp_path / "v.mp4", 3.0, audio=False))))
     assert v and all(isinstance(s, VideoSample) for s in v)
-    a = await collect(AVSource("a", str(make_clip(tmp_path / "a.wav", 3.0, video=False))))
+    a = await collect(AVSource("a", str(make_clip(tmp_path / "a.wav", 3.0, video=False)), NO_VAD))
     assert a and all(isinstance(s, AudioChunk) for s in a)
     assert sum(s.duration for s in a if isinstance(s, AudioChunk)) == pytest.approx(3.0, abs=0.05)
 
@@ -191,9 +195,33 @@ async def test_http_url_source(tmp_path: Path) -> None:
     thread.start()
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}/web.mp4"
-        samples = await collect(AVSource("web", url))
+        samples = await collect(AVSource("web", url, NO_VAD))
     finally:
         server.shutdown()
         server.server_close()
     assert sum(isinstance(s, VideoSample) for s in samples) == 3
     assert any(isinstance(s, AudioChunk) for s in samples)
+
+
+async def test_vad_hands_on_only_speech(demo_dir: Path) -> None:
+    """The threat demo: speech at about 1, 12, 20 and 30 s; the silence between never leaves ingest."""
+    src = AVSource("t", str(demo_dir / "threat.mp4"))
+    chunks = [s for s in await collect(src) if isinstance(s, AudioChunk)]
+    starts = [round(c.media_ts) for c in chunks]
+    assert len(chunks) >= 4
+    for spoken in (1, 12, 20, 30):
+        assert any(abs(s - spoken) <= 1 for s in starts), (spoken, starts)
+    voiced = sum(c.duration for c in chunks)
+    assert voiced == pytest.approx(src.stats.voiced_seconds)
+    assert 10.0 < voiced < 0.6 * src.stats.audio_seconds
+
+
+def test_vad_ignores_tone_and_silence() -> None:
+    from livesafe.ingest.vad import VadSegmenter
+
+    rate = 16000
+    tone = 0.3 * np.sin(2 * np.pi * 440 * np.arange(5 * rate) / rate).astype(np.float32)
+    seg = VadSegmenter("s")
+    chunks = list(seg.push(0.0, np.concatenate([np.zeros(rate, np.float32), tone]))) + list(seg.flush())
+    assert chunks == [] and seg.voiced_seconds == 0.0
+    assert seg.dropped_seconds == pytest.approx(6.0, abs=0.05)

@@ -32,7 +32,8 @@ from livesafe.ingest.srt import ffmpeg_with_srt
 from tests.media import make_clip
 
 FAST = ReconnectPolicy(initial_s=0.1, max_s=0.3, give_up_after_s=8.0)
-OPTS = IngestOptions(video_fps=5.0, audio_window_s=1.0)
+# Test audio is a tone, not speech: fixed windows instead of voice-activity segmentation.
+OPTS = IngestOptions(video_fps=5.0, audio_window_s=1.0, vad=False)
 
 #: A live publisher: h264 + aac (or one of them) at 10 fps, paced in real time, to an FLV URL.
 PUBLISHER = """

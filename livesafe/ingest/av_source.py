@@ -31,6 +31,7 @@ from livesafe.ingest.source import (
     SampleChannel,
     SourceError,
 )
+from livesafe.ingest.vad import VadOptions, VadSegmenter
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +115,11 @@ class FrameSampler:
         self.video_fps = options.video_fps
         stats.video_fps = options.video_fps
         self._resampler = av.AudioResampler(format="flt", layout="mono", rate=AUDIO_RATE)
-        self._windower = AudioWindower(stream_id, options.audio_window_s)
+        self._windower: AudioWindower | VadSegmenter
+        if options.vad:
+            self._windower = VadSegmenter(stream_id, VadOptions(max_utterance_s=2 * options.audio_window_s))
+        else:
+            self._windower = AudioWindower(stream_id, options.audio_window_s)
         self._next_video_ts = 0.0
         self._index = 0
 
@@ -136,6 +141,8 @@ class FrameSampler:
         """End of stream: what the resampler and the windower still hold."""
         yield from self._audio(None, 0.0)
         yield from self._windower.flush()
+        if isinstance(self._windower, VadSegmenter):
+            self.stats.voiced_seconds = self._windower.voiced_seconds
 
     def _audio(self, frame: av.AudioFrame | None, media_ts: float) -> Iterator[AudioChunk]:
         try:
@@ -147,7 +154,10 @@ class FrameSampler:
         for f in out:
             pcm = f.to_ndarray().reshape(-1).astype(np.float32, copy=False)
             self.stats.audio_seconds += len(pcm) / AUDIO_RATE
-            for chunk in self._windower.push(media_ts, pcm):
+            chunks = list(self._windower.push(media_ts, pcm))
+            if isinstance(self._windower, VadSegmenter):
+                self.stats.voiced_seconds = self._windower.voiced_seconds
+            for chunk in chunks:
                 self.stats.audio_chunks += 1
                 yield chunk
 

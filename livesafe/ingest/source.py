@@ -49,6 +49,9 @@ class IngestOptions:
     max_decode_errors: int = 50
     #: Decode only key frames where the codec allows it: far less CPU, samples at key-frame times only.
     keyframes_only: bool = False
+    #: Segment audio into utterances with Silero VAD (silence is dropped, never transcribed); without it
+    #: audio is cut into ``audio_window_s`` windows at quiet points.
+    vad: bool = True
 
 
 @dataclass(slots=True)
@@ -62,6 +65,8 @@ class IngestStats:
     audio_dropped: int = 0
     audio_dropped_s: float = 0.0
     audio_seconds: float = 0.0
+    #: Audio handed on as speech by voice-activity detection (the rest is silence, never transcribed).
+    voiced_seconds: float = 0.0
     decode_errors: int = 0
     #: The video sampling rate in force (it changes with adaptive sampling).
     video_fps: float = 0.0
@@ -76,6 +81,7 @@ def ingest_options(sampling: SamplingPolicy, pacing: Pacing) -> IngestOptions:
         video_fps=sampling.video_fps,
         audio_window_s=sampling.audio_window_s,
         keyframes_only=sampling.keyframes_only,
+        vad=sampling.vad,
         pacing=pacing,
     )
 
