@@ -11,6 +11,7 @@ Figures depend on the machine; ratios are what to compare between runs.
 from __future__ import annotations
 
 import asyncio
+import os
 import resource
 import sys
 import time
@@ -25,6 +26,9 @@ from livesafe.policy import load_policy
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "livesafe" / "demo" / "threat.mp4"
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 SHARED_VIDEO = ROOT.parent / "shared" / "data" / "video"
 DECODE_CLIPS = [
     SHARED_VIDEO / "moviepy" / "big_buck_bunny_0_30.webm",
