@@ -202,7 +202,7 @@ async def _watch(args: argparse.Namespace, policy: Policy) -> int:
     if args.listen:
         print(f"livesafe: waiting for a publisher on {args.source}", file=sys.stderr, flush=True)
     worker = StreamWorker(source, analyzers, Monitor(policy), sink, url=args.source,
-                          adaptive=pacing == "realtime")
+                          adaptive=pacing == "realtime", lanes=pacing == "realtime")
     summary = await worker.run()
     data = summary.as_dict()
     data["policy"], data["policy_hash"] = policy.name, policy.hash

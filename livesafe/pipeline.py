@@ -11,10 +11,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from livesafe.analyzers.base import SpeechRecognizer, TextAnalyzer, VisionAnalyzer
 from livesafe.core import Monitor
@@ -78,6 +78,44 @@ class StreamSummary:
         }
 
 
+#: Audio chunks (utterances) waiting for speech recognition on a live stream before the oldest is dropped.
+AUDIO_LANE = 8
+
+T = TypeVar("T")
+
+
+class _Lane(Generic[T]):
+    """A bounded single-consumer lane on the event loop: a full lane drops its oldest item."""
+
+    def __init__(self, size: int) -> None:
+        self._items: deque[T] = deque()
+        self._size = size
+        self._ready = asyncio.Event()
+        self._closed = False
+
+    def put(self, item: T) -> list[T]:
+        """Add ``item``; returns what was dropped to make room."""
+        dropped = []
+        while len(self._items) >= self._size:
+            dropped.append(self._items.popleft())
+        self._items.append(item)
+        self._ready.set()
+        return dropped
+
+    def close(self) -> None:
+        self._closed = True
+        self._ready.set()
+
+    async def get(self) -> T | None:
+        """The oldest item, or None once closed and empty."""
+        while not self._items:
+            if self._closed:
+                return None
+            self._ready.clear()
+            await self._ready.wait()
+        return self._items.popleft()
+
+
 class AdaptiveRate:
     """Chooses a stream's video sampling rate from its risk and speech, in media time (pure).
 
@@ -112,15 +150,17 @@ class StreamWorker:
 
     def __init__(
         self, source: MediaSource, analyzers: Analyzers, monitor: Monitor, sink: Sink, *, url: str = "",
-        adaptive: bool = False,
+        adaptive: bool = False, lanes: bool = False,
     ) -> None:
-        """``adaptive``: vary the video rate with risk and speech (live streams; off for repeatable runs)."""
+        """``adaptive``: vary the video rate with risk and speech; ``lanes``: analyse video and audio
+        concurrently (both for live streams; off for files, whose runs then repeat exactly)."""
         self.source = source
         self.stream_id = source.stream_id
         self.analyzers = analyzers
         self.monitor = monitor
         self.sink = sink
         self.summary = StreamSummary(self.stream_id, url)
+        self.lanes = lanes
         sampling = monitor.policy.sampling
         self._rate = AdaptiveRate(sampling) if adaptive and sampling.adaptive else None
         self._fps = sampling.video_fps
@@ -129,11 +169,14 @@ class StreamWorker:
         """Run to the end of the source. A source error ends this stream (recorded in the summary) only."""
         started = time.monotonic()
         try:
-            async for sample in self.source.samples():
-                if isinstance(sample, VideoSample):
-                    await self._video(sample)
-                elif isinstance(sample, AudioChunk):
-                    await self._audio(sample)
+            if self.lanes:
+                await self._run_lanes()
+            else:
+                async for sample in self.source.samples():
+                    if isinstance(sample, VideoSample):
+                        await self._video(sample)
+                    elif isinstance(sample, AudioChunk):
+                        await self._audio(sample)
         except SourceError as exc:
             self.summary.error = str(exc)
             log.error("stream %s stopped: %s", self.stream_id, exc)
@@ -143,6 +186,46 @@ class StreamWorker:
             self.summary.ingest = self.source.stats.as_dict()
             self.summary.final_tier = self.monitor.tier(self.stream_id)
         return self.summary
+
+    async def _run_lanes(self) -> None:
+        """Live streams: one task group per stream, so slow speech recognition never holds up vision.
+
+        A reader task takes samples from the source; video goes to a one-slot lane where the newest
+        sample wins, audio to a bounded lane that drops its oldest chunk when full; every drop is
+        counted in the source's stats. The first lane to fail cancels the others.
+        """
+        video = _Lane[VideoSample](1)
+        audio = _Lane[AudioChunk](AUDIO_LANE)
+        stats = self.source.stats
+
+        async def read() -> None:
+            try:
+                async for sample in self.source.samples():
+                    if isinstance(sample, VideoSample):
+                        stats.video_dropped += len(video.put(sample))
+                    elif isinstance(sample, AudioChunk):
+                        dropped = audio.put(sample)
+                        stats.audio_dropped += len(dropped)
+                        stats.audio_dropped_s += sum(c.duration for c in dropped)
+            finally:
+                video.close()
+                audio.close()
+
+        async def drain_video() -> None:
+            while (sample := await video.get()) is not None:
+                await self._video(sample)
+
+        async def drain_audio() -> None:
+            while (chunk := await audio.get()) is not None:
+                await self._audio(chunk)
+
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(read(), name=f"{self.stream_id}-read")
+                group.create_task(drain_video(), name=f"{self.stream_id}-video")
+                group.create_task(drain_audio(), name=f"{self.stream_id}-audio")
+        except* SourceError as errors:
+            raise errors.exceptions[0] from None  # the stream's own failure, as in sequential mode
 
     async def _video(self, sample: VideoSample) -> None:
         self._advance(sample.media_ts)

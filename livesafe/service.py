@@ -23,6 +23,7 @@ from aiohttp import web
 from livesafe.board.server import Board
 from livesafe.core import Monitor
 from livesafe.events import Event, Intervention, StreamState, to_dict
+from livesafe.ingest.av_source import AVSource
 from livesafe.ingest.ffmpeg import is_live_url, open_source
 from livesafe.ingest.source import MediaSource, Pacing, SourceError, ingest_options
 from livesafe.ingest.webrtc import WebRTCSource
@@ -164,8 +165,9 @@ class Service:
         """Start monitoring a ready :class:`MediaSource` (e.g. a WHIP session) as ``stream_id``."""
         if stream_id in self._running:
             raise ValueError(f"stream {stream_id!r} is already being monitored")
+        live = self.options.pacing == "realtime" or not isinstance(source, AVSource) or is_live_url(url)
         worker = StreamWorker(source, self.analyzers, self.monitor, self._sink, url=url,
-                              adaptive=self.options.pacing == "realtime")
+                              adaptive=live, lanes=live)
         task = asyncio.create_task(self._run_worker(worker), name=f"stream-{stream_id}")
         self._running[stream_id] = _Running(task, worker, dict(metadata or {}), time.monotonic())
         task.add_done_callback(functools.partial(self._finished, stream_id))
