@@ -195,6 +195,9 @@ class EmbeddedRedis:
             stderr=subprocess.DEVNULL,
             preexec_fn=_die_with_parent(),  # prctl only; see _die_with_parent
             close_fds=True,
+            # Its own session: a Ctrl-C or SIGTERM meant for livesafe's process group must not kill the
+            # server under the running service; livesafe stops it when it closes (or dies).
+            start_new_session=True,
         )
 
     def _wait_ready(self, proc: subprocess.Popen[bytes], port: int, timeout_s: float) -> str | None:
