@@ -9,6 +9,7 @@ recording of the sink is a complete, replayable timeline.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections import Counter, deque
@@ -76,6 +77,23 @@ class StreamSummary:
             "ingest": self.ingest,
             "error": self.error,
         }
+
+
+def unheard(transcript: Transcript, heard_until: float) -> Transcript | None:
+    """The part of ``transcript`` after ``heard_until`` (audio that overlapped the previous chunk).
+
+    Words whose middle lies before ``heard_until`` were transcribed with the previous chunk and are
+    dropped; the text is rebuilt from the words kept. None if nothing new is left.
+    """
+    if transcript.media_ts >= heard_until:
+        return transcript
+    if not transcript.words:
+        return None if transcript.end_ts <= heard_until else transcript
+    words = tuple(w for w in transcript.words if (w.start + w.end) / 2 >= heard_until)
+    if not words:
+        return None
+    text = " ".join(w.word.strip() for w in words)
+    return dataclasses.replace(transcript, media_ts=words[0].start, words=words, text=text)
 
 
 #: Audio chunks (utterances) waiting for speech recognition on a live stream before the oldest is dropped.
@@ -161,6 +179,8 @@ class StreamWorker:
         self.sink = sink
         self.summary = StreamSummary(self.stream_id, url)
         self.lanes = lanes
+        #: End of the audio already transcribed: overlapping audio is not transcribed twice.
+        self._heard_until = 0.0
         sampling = monitor.policy.sampling
         self._rate = AdaptiveRate(sampling) if adaptive and sampling.adaptive else None
         self._fps = sampling.video_fps
@@ -238,8 +258,10 @@ class StreamWorker:
         self._advance(chunk.end_ts)
         if self.analyzers.speech is None:
             return
+        heard_until, self._heard_until = self._heard_until, max(self._heard_until, chunk.end_ts)
         for transcript in await asyncio.to_thread(self.analyzers.speech.transcribe, chunk):
-            await self._transcript(transcript)
+            if (kept := unheard(transcript, heard_until)) is not None:
+                await self._transcript(kept)
         await self._tick(chunk.end_ts)
 
     async def _transcript(self, transcript: Transcript) -> None:

@@ -4,6 +4,7 @@ delivering an intervention over a real websocket from a real Redis outbox."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import subprocess
 import sys
@@ -137,3 +138,26 @@ async def test_service_delivers_over_websocket_and_a_corrupt_stream_stops_alone(
                     await asyncio.sleep(0.05)
             assert any(isinstance(e, Signal) for e in events)
             assert any(isinstance(e, Intervention) for e in events)
+
+
+async def test_overlapping_utterances_are_not_transcribed_twice(analyzers: Analyzers) -> None:
+    """Utterances cut every 2 s with 1 s of overlap: each word is kept once, from one of the two chunks."""
+    from livesafe.events import Transcript
+    from livesafe.ingest.av_source import AVSource
+    from livesafe.ingest.source import IngestOptions
+    from livesafe.pipeline import StreamWorker
+
+    policy = load_policy()
+    transcripts: list[Transcript] = []
+
+    async def sink(event: Any) -> None:
+        if isinstance(event, Transcript):
+            transcripts.append(event)
+
+    source = AVSource("t", str(DEMO / "threat.mp4"), IngestOptions(audio_window_s=1.0))
+    await StreamWorker(source, Analyzers(speech=analyzers.speech), Monitor(policy), sink).run()
+    text = " ".join(t.text.lower() for t in transcripts)
+    assert text.count("kill you") == 1 and text.count("where you live") == 1, text
+    for a, b in itertools.pairwise(transcripts):
+        assert b.media_ts >= a.media_ts
+        assert not (a.words and b.words and a.words[-1].start == b.words[0].start), (a.text, b.text)

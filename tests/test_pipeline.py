@@ -6,17 +6,19 @@ as a big speech model on a busy machine is); the media, PyAV decoding and the co
 
 from __future__ import annotations
 
+import itertools
 import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from livesafe.analyzers.base import AnalyzerCost
 from livesafe.core import Monitor
-from livesafe.events import AudioChunk, Event, Signal, Transcript, VideoSample
+from livesafe.events import AudioChunk, Event, Signal, Transcript, VideoSample, Word
 from livesafe.ingest.av_source import AVSource
 from livesafe.ingest.source import IngestOptions
-from livesafe.pipeline import Analyzers, StreamWorker, _Lane
+from livesafe.pipeline import Analyzers, StreamWorker, _Lane, unheard
 from livesafe.policy import load_policy
 from tests.media import make_clip
 
@@ -87,3 +89,33 @@ async def test_a_failing_source_ends_the_lanes_with_its_error(tmp_path: Path) ->
 
 async def _discard(event: Event) -> None:
     return None
+
+
+def test_unheard_drops_words_already_transcribed() -> None:
+    words = (Word(9.0, 9.4, "I"), Word(9.4, 9.9, "will"), Word(10.1, 10.6, "find"), Word(10.6, 11.0, "you"))
+    t = Transcript("s", 9.0, 11.0, "I will find you", words=words)
+    assert unheard(t, 8.0) is t
+    kept = unheard(t, 10.0)
+    assert kept is not None and kept.text == "find you" and kept.media_ts == 10.1 and kept.words == words[2:]
+    assert unheard(t, 11.5) is None
+    bare = Transcript("s", 9.0, 11.0, "no words")
+    assert unheard(bare, 10.0) is bare and unheard(bare, 11.0) is None
+
+
+def test_vad_overlaps_long_utterances(demo_dir: Path) -> None:
+    import av
+
+    from livesafe.ingest.vad import VadOptions, VadSegmenter
+
+    with av.open(str(demo_dir / "threat.mp4")) as container:
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=16000)
+        pcm = np.concatenate([f.to_ndarray().reshape(-1) for frame in container.decode(audio=0)
+                              for f in resampler.resample(frame)])
+    seg = VadSegmenter("t", VadOptions(max_utterance_s=1.5, overlap_s=0.5))
+    chunks = list(seg.push(0.0, pcm)) + list(seg.flush())
+    overlapping = [(a, b) for a, b in itertools.pairwise(chunks) if b.media_ts < a.end_ts - 1e-6]
+    assert overlapping, "long utterances were not cut with overlap"
+    for a, b in overlapping:
+        assert a.end_ts - b.media_ts == pytest.approx(0.5, abs=0.04)
+    total = sum(c.duration for c in chunks)
+    assert seg.voiced_seconds == pytest.approx(total - sum(a.end_ts - b.media_ts for a, b in overlapping))

@@ -5,7 +5,8 @@ Audio is scored in 32 ms frames (512 samples at 16 kHz) by the Silero model that
 faster-whisper, carrying the model's recurrent state and a 64-sample context from push to push, so a
 stream is scored exactly as if it arrived in one piece. An utterance starts at the first frame scoring
 ``threshold`` or more (padded back by ``pad_s``) and ends after ``min_silence_s`` below
-``threshold - 0.15`` (padded forward); one longer than ``max_utterance_s`` is cut at its quietest frame.
+``threshold - 0.15`` (padded forward); one longer than ``max_utterance_s`` is cut at its quietest frame
+and the next one starts ``overlap_s`` earlier, so a word on the cut is heard whole at least once.
 Audio outside utterances is dropped and counted, never transcribed.
 """
 
@@ -35,6 +36,8 @@ class VadOptions:
     pad_s: float = 0.2
     min_utterance_s: float = 0.25
     max_utterance_s: float = 12.0
+    #: Audio repeated at the start of the next utterance when a long one is cut mid-speech.
+    overlap_s: float = 1.0
 
 
 def _model_path() -> Path:
@@ -101,6 +104,8 @@ class VadSegmenter:
         self.scored_seconds = 0.0
         self._scorer = VadScorer()
         self._pad = round(self.options.pad_s / FRAME_S)
+        self._overlap = round(self.options.overlap_s / FRAME_S)
+        self._carried = 0  # frames at the buffer's start already handed on (overlap)
         self._pending = np.zeros(0, dtype=np.float32)  # samples not yet scored (< one frame)
         self._audio = np.zeros(0, dtype=np.float32)  # scored frames still buffered
         self._probs: list[float] = []
@@ -155,19 +160,24 @@ class VadSegmenter:
             half = self._speech_from + (n - self._speech_from) // 2
             cut = half + int(np.argmin(self._probs[half:])) + 1
             yield from self._emit(cut)
-            self._drop(cut)
-            self._speech_from = 0  # still speaking: the rest starts the next utterance
+            # Still speaking: the next utterance starts ``overlap_s`` before the cut, so a word cut in
+            # two is heard whole once; the pipeline drops words it already has (by word timestamps).
+            keep = min(cut, self._overlap)
+            self._drop(cut - keep)
+            self._carried = keep
+            self._speech_from = 0
 
     def _emit(self, end: int) -> Iterator[AudioChunk]:
         """Hand on frames [speech_from, end) as an utterance (or drop it if too short)."""
         assert self._start is not None and self._speech_from is not None
         begin = self._speech_from
         seconds = (end - begin) * FRAME_S
+        carried, self._carried = self._carried, 0
         self._speech_from = None
         self._silent = 0
         if seconds < self.options.min_utterance_s:
             return
-        self.voiced_seconds += seconds
+        self.voiced_seconds += seconds - carried * FRAME_S
         yield AudioChunk(
             self.stream_id, round(self._start + begin * FRAME_S, 6),
             self._audio[begin * FRAME : end * FRAME].copy(), RATE,
