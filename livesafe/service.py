@@ -12,7 +12,7 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -80,7 +80,6 @@ class Service:
         redis_client: redis.asyncio.Redis,
         options: ServiceOptions,
         *,
-        on_event: Callable[[Event], None] | None = None,
         board: Board | None = None,
     ) -> None:
         self.policy = policy
@@ -99,7 +98,6 @@ class Service:
             on_stream_started=self._on_started,
             on_stream_ended=self._on_ended,
         )
-        self.on_event = on_event
         self.board = board
         #: WHIP publishers (OBS, browsers...) push here; mount ``whip.routes()`` on the HTTP API.
         self.whip = WhipEndpoint(
@@ -240,8 +238,6 @@ class Service:
         reraise_swallowed_cancel()  # redis-py may swallow a cancel of this worker (see outbox)
         if self.board is not None:
             self.board.publish(event)
-        if self.on_event is not None:
-            self.on_event(event)
 
     async def _on_started(self, message: StreamStarted) -> None:
         self.start_stream(message.stream_id, message.source, message.metadata)
