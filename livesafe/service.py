@@ -12,6 +12,7 @@ import asyncio
 import functools
 import logging
 import time
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -53,12 +54,16 @@ class ServiceOptions:
     ack_timeout_s: float = 10.0
 
 
-def whep_url(source: str) -> str | None:
-    """The HTTP(S) address of a ``whep://``, ``wheps://`` or ``whep+http(s)://`` source, else None."""
-    for prefix, scheme in (("whep+http://", "http://"), ("whep+https://", "https://"),
-                           ("whep://", "http://"), ("wheps://", "https://")):
+def whep_url(source: str) -> tuple[str, str | None] | None:
+    """The HTTP(S) address and bearer token of a ``whep://[TOKEN@]host/path`` source (``wheps://`` for
+    HTTPS; ``whep+http(s)://`` also accepted), or None for any other source."""
+    for prefix, scheme in (("whep+http://", "http"), ("whep+https://", "https"),
+                           ("whep://", "http"), ("wheps://", "https")):
         if source.startswith(prefix):
-            return scheme + source.removeprefix(prefix)
+            parts = urllib.parse.urlsplit(scheme + "://" + source.removeprefix(prefix))
+            token = urllib.parse.unquote(parts.username) if parts.username else None
+            host = parts.netloc.rpartition("@")[2]
+            return urllib.parse.urlunsplit((scheme, host, parts.path, parts.query, "")), token
     return None
 
 
@@ -141,7 +146,7 @@ class Service:
         ingest = ingest_options(self.policy.sampling, "realtime" if live else self.options.pacing)
         media: MediaSource
         if whep is not None:
-            media = WhepSource(stream_id, whep, options=ingest)
+            media = WhepSource(stream_id, whep[0], token=whep[1], options=ingest)
         else:
             try:
                 media = open_source(stream_id, source, ingest, on_state=self._on_source_state)

@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from fractions import Fraction
@@ -299,9 +300,10 @@ class _Quiet(http.server.SimpleHTTPRequestHandler):
 
 
 @contextmanager
-def http_server(directory: Path) -> Iterator[int]:
+def http_server(directory: Path, port: int = 0) -> Iterator[int]:
+    """Serves ``directory`` on ``port`` (0: a free one); once the block ends, connections are refused."""
     handler = functools.partial(_Quiet, directory=str(directory))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)  # SO_REUSEADDR: port reusable
     thread = threading.Thread(target=server.serve_forever, name="hls-http", daemon=True)
     thread.start()
     try:
@@ -352,6 +354,51 @@ async def test_hls_live_playlist_is_followed_until_it_ends(tmp_path: Path) -> No
     assert states.seen == ["connecting", "live", "ended"]
     assert_increasing(c.video())
     assert c.video()[-1].media_ts >= 3.0  # followed segments that appeared after it opened
+
+
+async def until(predicate: Callable[[], bool]) -> None:
+    """Polls a condition that has no event to wait on (a stats counter); callers bound the wait."""
+    while True:
+        if predicate():
+            return
+        await asyncio.sleep(0.02)
+
+
+async def test_hls_server_goes_away_and_comes_back(tmp_path: Path) -> None:
+    """The playlist's HTTP server stops (connections refused) while the writer goes on; a new server on the
+    same port serves the same directory: the source goes degraded, then live again, media time increasing."""
+    stop = threading.Event()
+    writer = threading.Thread(target=write_live_hls, args=(tmp_path, 60.0, stop), name="hls-writer")
+    writer.start()
+    port = free_port()
+    states = States()
+    src = LiveSource("s", f"http://127.0.0.1:{port}/live.m3u8", OPTS, reconnect=FAST, on_state=states,
+                     stall_timeout_s=3.0)
+    try:
+        async with consuming(src) as c, asyncio.timeout(20):
+            with http_server(tmp_path, port):
+                await c.wait(lambda: len(c.video()) >= 5)
+            down = time.monotonic()  # the server is gone: connections to the port are refused
+            await states.wait_for("degraded")
+            degraded_at, attempts = time.monotonic(), src.live_stats.reconnect_attempts
+            # down for 2 s, with at least two refused attempts; the writer goes on meanwhile
+            await until(lambda: src.live_stats.reconnect_attempts >= attempts + 2
+                        and time.monotonic() - down >= 2.0)
+            before, last_before = len(c.video()), c.video()[-1].media_ts
+            with http_server(tmp_path, port):
+                up = time.monotonic()
+                await states.wait_for("live", 2)
+                await c.wait(lambda: len(c.video()) >= before + 5)
+    finally:
+        stop.set()
+        writer.join(10)
+    assert c.error is None
+    assert states.seen == ["connecting", "live", "degraded", "live"], states.details
+    assert src.live_stats.reconnects == 1 and src.live_stats.reconnect_attempts >= 2
+    assert_increasing(c.video())
+    # the new session's media time starts after the old one's plus the outage's wall-clock length (which
+    # ran from before the degraded report to after the server was back)
+    assert c.video()[before].media_ts > last_before + (up - degraded_at)
 
 
 # -- failures ----------------------------------------------------------------------------------------
