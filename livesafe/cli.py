@@ -60,6 +60,10 @@ def _parser() -> argparse.ArgumentParser:
     _service_args(d, default_port=8765)
     d.add_argument("--loop", action="store_true", help="replay the demo streams until interrupted")
 
+    ct = sub.add_parser("classify-text", help="score lines of text from stdin with the text classifier")
+    ct.add_argument("--policy", type=Path, help="policy YAML (thresholds and extra terms)")
+    ct.add_argument("--batch", type=int, default=64, help="lines scored per model pass")
+
     pol = sub.add_parser("policy", help="policy tools")
     pol_sub = pol.add_subparsers(dest="policy_command", required=True)
     chk = pol_sub.add_parser("check", help="validate policy files")
@@ -91,7 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    level = logging.WARNING if args.command == "watch" else logging.INFO
+    level = logging.WARNING if args.command in ("watch", "classify-text") else logging.INFO
     level = max(logging.DEBUG, level - 10 * args.verbose)
     logging.basicConfig(
         level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -107,6 +111,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return convert_main(list(args.args))
         policy = load_policy(args.policy)
+        if args.command == "classify-text":
+            return _classify_text(policy, args.batch)
         if args.command == "watch":
             return asyncio.run(_watch(args, policy))
         return asyncio.run(_serve(args, policy))
@@ -133,6 +139,31 @@ def _policy_check(files: list[Path]) -> int:
     return 1 if failed else 0
 
 
+# -- classify-text -----------------------------------------------------------------------------------
+
+def _classify_text(policy: Policy, batch: int) -> int:
+    """One JSON object per input line: the text, its score per category, and the flagged categories."""
+    from livesafe.analyzers.text import TextClassifier, TextOptions
+
+    classifier = TextClassifier(TextOptions(extra_terms=dict(policy.analyzers.extra_terms)))
+    lines: list[str] = []
+
+    def emit() -> None:
+        for text, scores in zip(lines, classifier.scores_batch(lines), strict=True):
+            flagged = [c for c, s in scores.items() if (cat := policy.category(c)) and s >= cat.floor]
+            line = {"text": text, "scores": scores, "flagged": flagged}
+            print(json.dumps(line, ensure_ascii=False), flush=True)
+        lines.clear()
+
+    for raw in sys.stdin:
+        lines.append(raw.rstrip("\n"))
+        if len(lines) >= max(1, batch):
+            emit()
+    if lines:
+        emit()
+    return 0
+
+
 # -- watch -------------------------------------------------------------------------------------------
 
 class _Printer:
@@ -148,6 +179,8 @@ class _Printer:
         if event.type == "risk" and not self.risk:
             return
         data = to_dict(event)
+        if isinstance(event, Transcript):  # the names a transcript line is documented with
+            data["start"], data["end"] = data["media_ts"], data["end_ts"]
         if isinstance(event, Signal):
             cat = self.policy.category(event.category)
             data["flagged"] = cat is not None and event.score >= cat.floor
