@@ -202,6 +202,10 @@ class StreamWorker:
             log.error("stream %s stopped: %s", self.stream_id, exc)
         finally:
             await self.source.aclose()
+            for analyzer in self.analyzers.vision:  # stateful analyzers keep per-stream buffers
+                forget = getattr(analyzer, "forget", None)
+                if forget is not None:
+                    forget(self.stream_id)
             self.summary.wall_seconds = time.monotonic() - started
             self.summary.ingest = self.source.stats.as_dict()
             self.summary.final_tier = self.monitor.tier(self.stream_id)

@@ -26,6 +26,8 @@ from livesafe.events import CATEGORIES, EFFECTS, TIER_KINDS
 
 DEFAULT_POLICY_PATH = Path(__file__).resolve().parent / "configs" / "default.yaml"
 SPEECH_BACKENDS = ("faster-whisper", "openai-whisper")
+#: The frame rate the motion (violence) analyzer is trained for.
+MOTION_FPS = 8.0
 
 
 class PolicyError(ValueError):
@@ -121,12 +123,27 @@ class SpeechPolicy:
 
 
 @dataclass(frozen=True, slots=True)
+class HashListPolicy:
+    """A known-bad PDQ hash list (ThreatExchange / HMA text or CSV export) and the category it means."""
+
+    path: str
+    category: str
+    name: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class AnalyzerPolicy:
     speech: SpeechPolicy = field(default_factory=SpeechPolicy)
     text: bool = True
     nudity: bool = True
+    #: Violence from motion (needs video sampled at >= 8 fps: ``sampling.video_fps``).
+    motion: bool = False
     #: Extra terms per category that the text classifier treats as strong evidence.
     extra_terms: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    #: Known-bad hash lists matched against sampled frames (re-read while running when they change).
+    hash_lists: tuple[HashListPolicy, ...] = ()
+    hash_max_distance: int = 31
+    hash_min_quality: int = 50
 
 
 @dataclass(frozen=True, slots=True)
@@ -338,8 +355,34 @@ def _parse_category(r: _Reader, name: str, raw: Any, tier_names: tuple[str, ...]
     )
 
 
-def _parse_analyzers(r: _Reader, raw: Any) -> AnalyzerPolicy:
-    d = r.mapping(raw, "analyzers", {"speech", "text", "nudity", "extra_terms"})
+def _parse_hash_lists(r: _Reader, raw: Any, base: Path) -> tuple[HashListPolicy, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        r.fail("analyzers.hash_lists", f"must be a list, got {type(raw).__name__}")
+        return ()
+    out = []
+    for i, item in enumerate(raw):
+        where = f"analyzers.hash_lists[{i}]"
+        d = r.mapping(item, where, {"path", "category", "name"})
+        path = r.string(d, "path", where, "")
+        category = r.string(d, "category", where, "", CATEGORIES)
+        if not path or not category:
+            r.fail(where, "needs a path and a category")
+            continue
+        resolved = (base / path).resolve()
+        if not resolved.is_file():
+            r.fail(_join(where, "path"), f"no such file: {resolved}")
+            continue
+        out.append(HashListPolicy(str(resolved), category, r.string(d, "name", where, "")))
+    return tuple(out)
+
+
+def _parse_analyzers(r: _Reader, raw: Any, base: Path) -> AnalyzerPolicy:
+    d = r.mapping(raw, "analyzers", {
+        "speech", "text", "nudity", "motion", "extra_terms", "hash_lists", "hash_max_distance",
+        "hash_min_quality",
+    })
     s = r.mapping(d.get("speech"), "analyzers.speech", {"enabled", "backend", "model", "language"})
     speech = SpeechPolicy(
         enabled=r.boolean(s, "enabled", "analyzers.speech", True),
@@ -354,7 +397,11 @@ def _parse_analyzers(r: _Reader, raw: Any) -> AnalyzerPolicy:
         speech=speech,
         text=r.boolean(d, "text", "analyzers", True),
         nudity=r.boolean(d, "nudity", "analyzers", True),
+        motion=r.boolean(d, "motion", "analyzers", False),
         extra_terms=terms,
+        hash_lists=_parse_hash_lists(r, d.get("hash_lists"), base),
+        hash_max_distance=int(r.number(d, "hash_max_distance", "analyzers", 31, 0, 256)),
+        hash_min_quality=int(r.number(d, "hash_min_quality", "analyzers", 50, 0, 100)),
     )
 
 
@@ -381,8 +428,11 @@ def _parse_sampling(r: _Reader, raw: Any) -> SamplingPolicy:
     )
 
 
-def parse_policy(data: Any, source: str = "<policy>") -> Policy:
-    """Validate already-parsed YAML/JSON data into a :class:`Policy`, or raise :class:`PolicyError`."""
+def parse_policy(data: Any, source: str = "<policy>", base: Path | None = None) -> Policy:
+    """Validate already-parsed YAML/JSON data into a :class:`Policy`, or raise :class:`PolicyError`.
+
+    Relative file paths in the policy (hash lists) are resolved against ``base`` (default: the cwd).
+    """
     problems: list[tuple[str, str]] = []
     r = _Reader(problems)
     top = r.mapping(data, "", {"name", "description", "categories", "ladder", "sampling", "analyzers"})
@@ -405,9 +455,12 @@ def parse_policy(data: Any, source: str = "<policy>") -> Policy:
         categories=categories,
         ladder=ladder,
         sampling=_parse_sampling(r, top.get("sampling")),
-        analyzers=_parse_analyzers(r, top.get("analyzers")),
+        analyzers=_parse_analyzers(r, top.get("analyzers"), base or Path.cwd()),
         source=source,
     )
+    if policy.analyzers.motion and policy.sampling.idle_fps < MOTION_FPS:
+        r.fail("analyzers.motion", f"needs video sampled at >= {MOTION_FPS:g} fps at all times: set "
+                                   f"sampling.video_fps, idle_fps and active_fps to at least {MOTION_FPS:g}")
     if problems:
         raise PolicyError(source, problems)
     return dataclasses.replace(policy, hash=policy_hash(policy))
@@ -436,4 +489,4 @@ def load_policy(path: str | Path | None = None) -> Policy:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         raise PolicyError(source, [(where, f"not valid YAML: {getattr(exc, 'problem', exc)}")]) from exc
-    return parse_policy(data, source)
+    return parse_policy(data, source, p.resolve().parent)

@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 
 #: How long a cancelled worker may take to wind down before the service stops waiting.
 STOP_TIMEOUT_S = 10.0
+#: How often changed known-bad hash lists (and anything else reloadable) are re-read, in seconds.
+RELOAD_EVERY_S = 30.0
 #: Summaries of ended streams kept for ``wait()`` and the CLI (oldest forgotten first).
 KEEP_SUMMARIES = 1000
 
@@ -111,15 +113,37 @@ class Service:
         self.summaries: dict[str, StreamSummary] = {}
         self._running: dict[str, _Running] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._reloader: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> Service:
         await self.gateway.start()
+        if any(hasattr(a, "reload") for a in self.analyzers.vision):
+            self._reloader = asyncio.create_task(self._reload_forever(), name="reload-analyzers")
         return self
+
+    async def _reload_forever(self) -> None:
+        """Re-read data files that analyzers load (hash lists) when they change; keep the old on error."""
+        while True:
+            await asyncio.sleep(RELOAD_EVERY_S)
+            for analyzer in self.analyzers.vision:
+                reload = getattr(analyzer, "reload", None)
+                if reload is None:
+                    continue
+                try:
+                    changed = await asyncio.to_thread(reload)
+                except (OSError, ValueError) as exc:
+                    log.error("%s: reload failed, keeping what was loaded: %s", analyzer.name, exc)
+                else:
+                    if changed:
+                        log.info("%s: reloaded %s", analyzer.name, changed)
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
     async def aclose(self) -> None:
+        if self._reloader is not None:
+            self._reloader.cancel()
+            await asyncio.wait([self._reloader])
         for stream_id in list(self._running):
             await self.stop_stream(stream_id)
         await self.whip.aclose()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -110,3 +111,43 @@ def test_category_overrides() -> None:
     assert policy.exit_threshold("self_harm", restrict) < 0.6
     assert policy.effects_for("nudity", restrict) == ("blur", "age_gate")
     assert policy.max_tier_index("profanity") == restrict
+
+
+def test_hash_lists_resolve_relative_to_the_policy_and_must_exist(tmp_path: Path) -> None:
+    import shutil
+
+    lists = tmp_path / "lists"
+    lists.mkdir()
+    shutil.copy(ROOT / "tests" / "data" / "hashlists" / "te_plain.txt", lists / "bad.txt")
+    data = default_data()
+    data["analyzers"]["hash_lists"] = [{"path": "lists/bad.txt", "category": "sexual", "name": "te"}]
+    f = tmp_path / "p.yaml"
+    f.write_text(yaml.safe_dump(data))
+    policy = load_policy(f)
+    (entry,) = policy.analyzers.hash_lists
+    assert entry.path == str(lists / "bad.txt") and entry.category == "sexual"
+    from livesafe.analyzers.registry import load_analyzers
+
+    no_speech = dataclasses.replace(policy.analyzers.speech, enabled=False)
+    only_hashes = dataclasses.replace(policy.analyzers, nudity=False, text=False, speech=no_speech)
+    vision, _, _ = load_analyzers(dataclasses.replace(policy, analyzers=only_hashes))
+    assert [a.name for a in vision] == ["vision.pdq"]
+    data["analyzers"]["hash_lists"] = [{"path": "lists/missing.txt", "category": "sexual"}]
+    f.write_text(yaml.safe_dump(data))
+    with pytest.raises(PolicyError) as err:
+        load_policy(f)
+    assert err.value.problems[0][0] == "analyzers.hash_lists[0].path"
+    data["analyzers"]["hash_lists"] = [{"path": "lists/bad.txt", "category": "csam"}]
+    f.write_text(yaml.safe_dump(data))
+    with pytest.raises(PolicyError, match="must be one of"):
+        load_policy(f)
+
+
+def test_motion_analyzer_needs_its_frame_rate() -> None:
+    data = default_data()
+    data["analyzers"]["motion"] = True
+    with pytest.raises(PolicyError) as err:
+        parse_policy(data)
+    assert err.value.problems[0][0] == "analyzers.motion"
+    data["sampling"].update(video_fps=8, active_fps=8, idle_fps=8)
+    assert parse_policy(data).analyzers.motion

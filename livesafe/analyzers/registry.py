@@ -22,6 +22,17 @@ def load_analyzers(
         from livesafe.analyzers.vision import NudityAnalyzer
 
         vision.append(NudityAnalyzer())
+    if cfg.motion:
+        from livesafe.analyzers.motion import MotionViolenceAnalyzer
+
+        vision.append(MotionViolenceAnalyzer())
+    if cfg.hash_lists:
+        from livesafe.analyzers.hashmatch import HashList, HashMatcher
+
+        lists = [HashList(h.path, category=h.category, name=h.name or None) for h in cfg.hash_lists]
+        vision.append(
+            HashMatcher(lists, max_distance=cfg.hash_max_distance, min_quality=cfg.hash_min_quality)
+        )
     if cfg.speech.enabled:
         from livesafe.analyzers.speech import SpeechOptions, load_recognizer
 
