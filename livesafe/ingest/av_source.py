@@ -251,24 +251,34 @@ class AVSource:
             origin = (container.start_time or 0) / av.time_base
             sampler = self._new_sampler()
             wall_start = time.monotonic()
-            for packet in container.demux(*streams):
-                if self._stop.is_set():
-                    return
-                try:
-                    frames = packet.decode()
-                except av.error.FFmpegError as exc:
-                    self._decode_error(exc)
-                    continue
-                for frame in frames:
-                    if frame.time is None:
-                        continue
-                    ts = max(0.0, float(frame.time) - origin)
-                    if self.options.pacing == "realtime":
-                        self._pace(wall_start, ts)
-                    yield from sampler.frame(frame, ts)
+            for frame, t in self._decoded(container, streams):
+                ts = max(0.0, t - origin)
+                if self.options.pacing == "realtime":
+                    self._pace(wall_start, ts)
+                yield from sampler.frame(frame, ts)
+            if self._stop.is_set():
+                return
             yield from sampler.flush()
         finally:
             container.close()
+
+    def _decoded(
+        self, container: Any, streams: list[Any]
+    ) -> Iterator[tuple[av.VideoFrame | av.AudioFrame, float]]:
+        """Decoded frames with their time in seconds, until the container ends or the source stops.
+
+        Isolated decode errors are counted and skipped (too many end the source)."""
+        for packet in container.demux(*streams):
+            if self._stop.is_set():
+                return
+            try:
+                frames = packet.decode()
+            except av.error.FFmpegError as exc:
+                self._decode_error(exc)
+                continue
+            for frame in frames:
+                if frame.time is not None:
+                    yield frame, float(frame.time)
 
     def _streams(self, container: Any) -> list[Any]:
         """The first video and audio streams, set up for decoding (threads, keyframe-only); may be []."""

@@ -218,34 +218,25 @@ class LiveSource(AVSource):
             wall0 = time.monotonic()
             outage: _Outage | None = None
             try:
-                for packet in container.demux(*streams):
-                    if self._stop.is_set():
-                        return went_live
-                    try:
-                        frames = packet.decode()
-                    except av.error.FFmpegError as exc:
-                        self._decode_error(exc)
-                        continue
-                    for frame in frames:
-                        if frame.time is None:
-                            continue
-                        t = float(frame.time)
-                        if origin is None:
-                            origin, wall0 = t, time.monotonic()
-                            if self._wall_end is not None:
-                                self._offset = self._media_end + max(0.001, wall0 - self._wall_end)
-                        if not went_live:
-                            went_live = True
-                            self.live_stats.reconnects += int(self._wall_end is not None)
-                            self._report("live", self.url)
-                        ts = self._offset + max(0.0, t - origin)
-                        if ts < self._last_ts - MAX_BACKWARD_S:  # the publisher reset its clock
-                            self._offset += self._last_ts - ts
-                            ts = self._last_ts
-                        elif not self.live and self.options.pacing == "realtime":
-                            self._pace(wall0, ts)
-                        self._advance(frame, ts, wall0)
-                        yield from self._renumber(sampler.frame(frame, ts))
+                for frame, t in self._decoded(container, streams):
+                    if origin is None:
+                        origin, wall0 = t, time.monotonic()
+                        if self._wall_end is not None:
+                            self._offset = self._media_end + max(0.001, wall0 - self._wall_end)
+                    if not went_live:
+                        went_live = True
+                        self.live_stats.reconnects += int(self._wall_end is not None)
+                        self._report("live", self.url)
+                    ts = self._offset + max(0.0, t - origin)
+                    if ts < self._last_ts - MAX_BACKWARD_S:  # the publisher reset its clock
+                        self._offset += self._last_ts - ts
+                        ts = self._last_ts
+                    elif not self.live and self.options.pacing == "realtime":
+                        self._pace(wall0, ts)
+                    self._advance(frame, ts, wall0)
+                    yield from self._renumber(sampler.frame(frame, ts))
+                if self._stop.is_set():
+                    return went_live
             except av.error.ExitError as exc:
                 outage = _Outage(f"no data for {self.stall_timeout_s:g} s", stall=True)
                 outage.__cause__ = exc
