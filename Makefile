@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test lint check bench demo-media clean
+.PHONY: install demo test lint check bench eval demo-media clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,10 @@ check: lint test
 
 bench: install
 	$(PY) scripts/bench.py
+
+# Precision/recall/F1 per category and WER on ../shared/data (a few minutes).
+eval: install
+	$(VENV)/bin/livesafe eval
 
 # Regenerate the bundled demo streams (needs Debian's espeak-ng).
 demo-media: install

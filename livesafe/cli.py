@@ -69,10 +69,25 @@ def _parser() -> argparse.ArgumentParser:
     chk = pol_sub.add_parser("check", help="validate policy files")
     chk.add_argument("files", nargs="+", type=Path)
 
-    cw = sub.add_parser("convert-whisper", help="convert the packaged CTranslate2 Whisper to openai-whisper",
-                        add_help=False)
-    cw.add_argument("args", nargs=argparse.REMAINDER)
+    # These two parse their own options (see _delegated); listed here for --help.
+    sub.add_parser("eval", help="measure analyzers on labelled datasets (../shared/data)", add_help=False)
+
+    sub.add_parser("convert-whisper", help="convert the packaged CTranslate2 Whisper to openai-whisper",
+                   add_help=False)
     return p
+
+
+def _delegated(argv: list[str]) -> int | None:
+    """``eval`` and ``convert-whisper`` take their own options: hand them the rest of the line."""
+    if argv and argv[0] == "eval":
+        from livesafe.eval import main as eval_main
+
+        return eval_main(argv[1:])
+    if argv and argv[0] == "convert-whisper":
+        from livesafe.analyzers.whisper_convert import main as convert_main
+
+        return convert_main(argv[1:])
+    return None
 
 
 def _service_args(p: argparse.ArgumentParser, default_port: int = 8765) -> None:
@@ -90,11 +105,14 @@ def _service_args(p: argparse.ArgumentParser, default_port: int = 8765) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
     # Models come from installed packages only: never let a library reach for a hub, or draw progress bars.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    if (code := _delegated(argv)) is not None:
+        return code
+    args = _parser().parse_args(argv)
     level = logging.WARNING if args.command in ("watch", "classify-text") else logging.INFO
     level = max(logging.DEBUG, level - 10 * args.verbose)
     logging.basicConfig(
@@ -106,10 +124,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "policy":
             return _policy_check(args.files)
-        if args.command == "convert-whisper":
-            from livesafe.analyzers.whisper_convert import main as convert_main
-
-            return convert_main(list(args.args))
         policy = load_policy(args.policy)
         if args.command == "classify-text":
             return _classify_text(policy, args.batch)

@@ -1,0 +1,474 @@
+"""``livesafe eval``: measure the text classifier and speech recognition on the shared data sets.
+
+    python -m livesafe.eval [--data DIR] [--dataset NAME ...] [--limit N] [--json] [--policy FILE]
+
+Reads ``../shared/data`` beside the checkout (or ``$LIVESAFE_SHARED_DATA``, or ``--data``); see its
+``MANIFEST.md``. Text data sets are scored with :class:`~livesafe.analyzers.text.TextClassifier` (with the
+policy's extra terms); an item counts as flagged for a category when its score is at or above that
+category's ``floor`` in the policy (0.5 for a category the policy lacks). Per data set and category the
+tool reports precision, recall, F1, accuracy and support (positives). Speech clips are transcribed with
+the packaged recognizer and scored by word error rate (WER) after normalisation.
+
+Data sets (:data:`DATASETS`):
+
+* ``davidson``: the held-out 20 % of Davidson et al. 2017 that ``scripts/train_text_heads.py`` does not
+  train on (same tweet cleaning, same ``train_test_split(test_size=0.2, random_state=0, stratify=class)``);
+  class 0 (hate) is ``hate``;
+* ``ethos_binary``: ETHOS binary (never trained on); ``isHate >= 0.5`` is ``hate``;
+* ``cssrs``: the held-out 20 % of C-SSRS Reddit users (the script's user split); a user is positive for
+  ``self_harm`` when labelled Ideation, Behavior or Attempt (Supportive and Indicator are negatives, as in
+  the script's evaluation), and scores the maximum of their posts' scores;
+* ``jigsaw_sample``: the labelled rows of detoxify's Jigsaw ``test.csv``: threat -> ``threat``, insult ->
+  ``harassment``, obscene -> ``profanity``, identity_hate -> ``hate``;
+* ``speech_refs``: ``audio/refs.tsv`` rows whose reference quality is good or medium, decoded with PyAV to
+  16 kHz mono (a row with channel 0 or 1 takes that channel of a stereo file). WER normalisation
+  lower-cases and strips punctuation only: numbers are not spelled out, so a reference "in eighteen
+  thirteen" against "In 1813." counts as errors.
+
+``--limit N`` keeps, per data set, a deterministic sample of N items (seed 0, in data order), for quick runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import html
+import json
+import os
+import random
+import re
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from livesafe.policy import Policy, PolicyError, load_policy
+
+if TYPE_CHECKING:
+    from livesafe.analyzers.base import SpeechRecognizer
+    from livesafe.analyzers.text import TextClassifier
+
+__all__ = [
+    "DATASETS",
+    "DataNotFoundError",
+    "Dataset",
+    "SpeechClip",
+    "TextSet",
+    "default_data_dir",
+    "eval_speech",
+    "eval_text",
+    "format_table",
+    "main",
+    "normalize_words",
+    "run_eval",
+    "wer",
+]
+
+ROOT = Path(__file__).resolve().parent.parent
+#: Seed and held-out share of ``scripts/train_text_heads.py`` (its ``SEED`` and ``test_size``).
+SPLIT_SEED = 0
+TEST_SIZE = 0.2
+#: C-SSRS user labels that count as at risk (the script's ``SELF_HARM_LABELS``).
+SELF_HARM_LABELS = frozenset({"Ideation", "Behavior", "Attempt"})
+#: Floor used for a category the policy does not list.
+DEFAULT_FLOOR = 0.5
+SAMPLE_RATE = 16000
+
+
+class DataNotFoundError(FileNotFoundError):
+    """The shared data directory (or a file of it) is missing."""
+
+
+# --- data sets -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TextSet:
+    """Labelled text items. Each item is one or more texts; an item scores the maximum of its texts."""
+
+    items: list[list[str]]
+    #: Per category, one 0/1 label per item.
+    labels: dict[str, list[int]]
+
+    def subset(self, keep: Sequence[int]) -> TextSet:
+        return TextSet(
+            [self.items[i] for i in keep], {c: [v[i] for i in keep] for c, v in self.labels.items()}
+        )
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechClip:
+    """One reference transcript: ``path`` under ``audio/``, and ``channel`` (None: all, mixed to mono)."""
+
+    path: str
+    channel: int | None
+    reference: str
+    quality: str
+
+
+Loaded = TextSet | list[SpeechClip]
+
+
+@dataclass(frozen=True, slots=True)
+class Dataset:
+    """A registered data set: its ``loader`` reads it from the shared data directory."""
+
+    name: str
+    kind: Literal["text", "speech"]
+    loader: Callable[[Path], Loaded]
+
+
+def _read_csv(path: Path, delimiter: str = ",") -> list[dict[str, str]]:
+    if not path.is_file():
+        raise DataNotFoundError(f"data file not found: {path}")
+    with path.open(encoding="utf-8", newline="") as f:
+        return list(csv.DictReader(f, delimiter=delimiter))
+
+
+def _single(texts: Sequence[str], labels: dict[str, list[int]]) -> TextSet:
+    return TextSet([[t] for t in texts], labels)
+
+
+# The next three helpers reproduce scripts/train_text_heads.py exactly (tests check the splits agree).
+_MENTION = re.compile(r"(?:\brt\b\s*)?@\w+:?", re.IGNORECASE)
+_URL = re.compile(r"https?://\S+")
+_ENTITY = re.compile(r"&#\d+;?")
+
+
+def clean_tweet(text: str) -> str:
+    """Davidson tweets as speech would read: no retweet markers, mentions, links or emoji codes."""
+    text = _ENTITY.sub(" ", _URL.sub(" ", _MENTION.sub(" ", html.unescape(text))))
+    return re.sub(r"\s+", " ", text.replace("!!!", "!")).strip(' "!:')
+
+
+def davidson_split(data_dir: Path) -> tuple[list[str], list[int]]:
+    """The held-out tweets and their classes (the script's 20 % stratified split, seed 0)."""
+    from sklearn.model_selection import train_test_split
+
+    rows = _read_csv(data_dir / "text/davidson/labeled_data.csv")
+    texts = [clean_tweet(r["tweet"]) for r in rows]
+    keep = [i for i, t in enumerate(texts) if len(t) >= 3]
+    texts, classes = [texts[i] for i in keep], [int(rows[i]["class"]) for i in keep]
+    _, d_test, _, c_test = train_test_split(
+        texts, classes, test_size=TEST_SIZE, random_state=SPLIT_SEED, stratify=classes
+    )
+    return list(d_test), [int(c) for c in c_test]
+
+
+def cssrs_split(data_dir: Path) -> tuple[list[list[str]], list[str]]:
+    """Posts and labels of the held-out users (the script's 20 % stratified user split, seed 0)."""
+    from sklearn.model_selection import train_test_split
+
+    rows = _read_csv(data_dir / "text/cssrs_reddit/500_Reddit_users_posts_labels.csv")
+    users: list[list[str]] = []
+    for r in rows:  # the Post column is a Python list literal, sometimes cut short
+        body = r["Post"].strip().removeprefix("[").removesuffix("]")
+        posts = [p.strip(" '\"") for p in re.split(r"""['"]\s*,\s*['"]""", body)]
+        users.append([p for p in posts if len(p) >= 3])
+    labels = [r["Label"] for r in rows]
+    _, u_test = train_test_split(
+        list(range(len(users))), test_size=TEST_SIZE, random_state=SPLIT_SEED, stratify=labels
+    )
+    return [users[u] for u in u_test], [labels[u] for u in u_test]
+
+
+def load_davidson(data_dir: Path) -> TextSet:
+    texts, classes = davidson_split(data_dir)
+    return _single(texts, {"hate": [int(c == 0) for c in classes]})
+
+
+def load_ethos_binary(data_dir: Path) -> TextSet:
+    rows = _read_csv(data_dir / "text/ethos/Ethos_Dataset_Binary.csv", delimiter=";")
+    return _single([r["comment"] for r in rows], {"hate": [int(float(r["isHate"]) >= 0.5) for r in rows]})
+
+
+def load_cssrs(data_dir: Path) -> TextSet:
+    users, labels = cssrs_split(data_dir)
+    return TextSet(users, {"self_harm": [int(label in SELF_HARM_LABELS) for label in labels]})
+
+
+#: Jigsaw label -> livesafe category.
+JIGSAW_LABELS = (
+    ("threat", "threat"),
+    ("insult", "harassment"),
+    ("obscene", "profanity"),
+    ("identity_hate", "hate"),
+)
+
+
+def load_jigsaw_sample(data_dir: Path) -> TextSet:
+    rows = _read_csv(data_dir / "text/jigsaw_detoxify_sample/test.csv")
+    rows = [r for r in rows if r.get("toxic", "-1") not in ("-1", "")]  # -1: unlabelled test rows
+    return _single(
+        [r["comment_text"] for r in rows],
+        {cat: [int(r[label] == "1") for r in rows] for label, cat in JIGSAW_LABELS},
+    )
+
+
+def load_speech_refs(data_dir: Path) -> list[SpeechClip]:
+    rows = _read_csv(data_dir / "audio/refs.tsv", delimiter="\t")
+    clips = []
+    for r in rows:
+        quality = r["reference_quality"].strip()
+        if not quality.startswith(("good", "medium")):
+            continue
+        channel = r["channel"].strip()
+        clips.append(
+            SpeechClip(r["path"], int(channel) if channel.isdigit() else None, r["reference"], quality)
+        )
+    return clips
+
+
+DATASETS: dict[str, Dataset] = {
+    d.name: d
+    for d in (
+        Dataset("davidson", "text", load_davidson),
+        Dataset("ethos_binary", "text", load_ethos_binary),
+        Dataset("cssrs", "text", load_cssrs),
+        Dataset("jigsaw_sample", "text", load_jigsaw_sample),
+        Dataset("speech_refs", "speech", load_speech_refs),
+    )
+}
+
+
+# --- metrics ---------------------------------------------------------------------------------------
+
+
+def binary_metrics(labels: Sequence[int], flagged: Sequence[bool]) -> dict[str, float | int]:
+    """Precision, recall, F1 and accuracy of ``flagged`` against 0/1 ``labels`` (0 where undefined)."""
+    tp = sum(1 for y, f in zip(labels, flagged, strict=True) if y and f)
+    fp = sum(1 for y, f in zip(labels, flagged, strict=True) if not y and f)
+    fn = sum(1 for y, f in zip(labels, flagged, strict=True) if y and not f)
+    n = len(labels)
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {
+        "precision": round(precision, 4),
+        "recall": round(recall, 4),
+        "f1": round(f1, 4),
+        "accuracy": round((n - fp - fn) / n, 4) if n else 0.0,
+        "support": sum(1 for y in labels if y),
+        "n": n,
+        "tp": tp,
+        "fp": fp,
+        "fn": fn,
+    }
+
+
+_APOSTROPHE = re.compile(r"['\u2019]")
+_NON_WORD = re.compile(r"[^\w\s]|_")
+
+
+def normalize_words(text: str) -> list[str]:
+    """Words for WER: lower-cased, apostrophes dropped, other punctuation as spaces. Numbers stay as is."""
+    return _NON_WORD.sub(" ", _APOSTROPHE.sub("", text.lower())).split()
+
+
+def edit_distance(ref: Sequence[str], hyp: Sequence[str]) -> int:
+    """Word-level Levenshtein distance (substitutions, insertions and deletions)."""
+    previous = list(range(len(hyp) + 1))
+    for i, r in enumerate(ref, 1):
+        current = [i]
+        for j, h in enumerate(hyp, 1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (r != h)))
+        previous = current
+    return previous[-1]
+
+
+def wer(reference: str, hypothesis: str) -> float:
+    """Word error rate of ``hypothesis`` after :func:`normalize_words` (may exceed 1 with insertions)."""
+    ref = normalize_words(reference)
+    if not ref:
+        return 0.0 if not normalize_words(hypothesis) else 1.0
+    return edit_distance(ref, normalize_words(hypothesis)) / len(ref)
+
+
+# --- running ---------------------------------------------------------------------------------------
+
+
+def default_data_dir() -> Path:
+    """``$LIVESAFE_SHARED_DATA``, else ``../shared/data`` beside the repository."""
+    env = os.environ.get("LIVESAFE_SHARED_DATA")
+    return Path(env) if env else ROOT.parent / "shared" / "data"
+
+
+def _sample(n: int, limit: int | None) -> list[int]:
+    if limit is None or limit >= n:
+        return list(range(n))
+    return sorted(random.Random(SPLIT_SEED).sample(range(n), max(limit, 0)))
+
+
+def decode_clip(path: Path, channel: int | None) -> npt.NDArray[np.float32]:
+    """A file's first audio stream at 16 kHz float32: ``channel`` of it, or all channels mixed to mono."""
+    import av
+
+    layout = "mono" if channel is None else "stereo"
+    resampler = av.AudioResampler(format="fltp", layout=layout, rate=SAMPLE_RATE)
+    parts: list[npt.NDArray[np.float32]] = []
+    with av.open(str(path)) as container:
+        frames = [*container.decode(audio=0), None]
+        for frame in frames:
+            for out in resampler.resample(frame):
+                planes = np.asarray(out.to_ndarray(), dtype=np.float32)  # (channels, samples)
+                parts.append(planes[0 if channel is None else channel])
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
+
+
+def eval_text(data: TextSet, policy: Policy, classifier: TextClassifier) -> dict[str, Any]:
+    flat = [text for item in data.items for text in item]
+    scores = classifier.scores_batch(flat) if flat else []
+    categories: dict[str, Any] = {}
+    for cat, labels in data.labels.items():
+        cat_policy = policy.category(cat)
+        floor = cat_policy.floor if cat_policy is not None else DEFAULT_FLOOR
+        item_scores, pos = [], 0
+        for item in data.items:
+            item_scores.append(max((scores[pos + k].get(cat, 0.0) for k in range(len(item))), default=0.0))
+            pos += len(item)
+        metrics = binary_metrics(labels, [s >= floor for s in item_scores])
+        categories[cat] = {"floor": floor, **metrics}
+    return {"kind": "text", "n": len(data), "texts": len(flat), "categories": categories}
+
+
+def eval_speech(clips: Sequence[SpeechClip], data_dir: Path, recognizer: SpeechRecognizer) -> dict[str, Any]:
+    from livesafe.events import AudioChunk
+
+    out, errors, words = [], 0, 0
+    for clip in clips:
+        path = data_dir / "audio" / clip.path
+        if not path.is_file():
+            raise DataNotFoundError(f"audio clip not found: {path}")
+        samples = decode_clip(path, clip.channel)
+        transcripts = recognizer.transcribe(AudioChunk("eval", 0.0, samples, SAMPLE_RATE))
+        hypothesis = " ".join(t.text.strip() for t in transcripts)
+        ref = normalize_words(clip.reference)
+        distance = edit_distance(ref, normalize_words(hypothesis))
+        errors, words = errors + distance, words + len(ref)
+        out.append(
+            {
+                "path": clip.path,
+                "channel": clip.channel,
+                "reference": clip.reference,
+                "hypothesis": hypothesis,
+                "words": len(ref),
+                "errors": distance,
+                "wer": round(distance / len(ref), 4) if ref else 0.0,
+            }
+        )
+    return {"kind": "speech", "n": len(out), "clips": out, "wer": round(errors / words, 4) if words else 0.0}
+
+
+def run_eval(datasets: list[str] | None, data_dir: Path, policy: Policy, limit: int | None) -> dict[str, Any]:
+    """Evaluate ``datasets`` (all when None) from ``data_dir``; a JSON-ready dict of the figures.
+
+    Raises :class:`DataNotFoundError` when ``data_dir`` or a file of a data set is missing, and KeyError
+    for an unknown data set name.
+    """
+    if not data_dir.is_dir():
+        raise DataNotFoundError(f"shared data directory not found: {data_dir}")
+    names = list(DATASETS) if datasets is None else list(dict.fromkeys(datasets))
+    unknown = [n for n in names if n not in DATASETS]
+    if unknown:
+        raise KeyError(f"unknown data sets {unknown}; known: {list(DATASETS)}")
+    classifier: TextClassifier | None = None
+    recognizer: SpeechRecognizer | None = None
+    results: dict[str, Any] = {}
+    for name in names:
+        loaded = DATASETS[name].loader(data_dir)
+        if isinstance(loaded, TextSet):
+            if classifier is None:
+                from livesafe.analyzers.text import TextClassifier, TextOptions
+
+                classifier = TextClassifier(TextOptions(extra_terms=dict(policy.analyzers.extra_terms)))
+            results[name] = eval_text(loaded.subset(_sample(len(loaded), limit)), policy, classifier)
+        else:
+            if recognizer is None:
+                from livesafe.analyzers.speech import SpeechOptions, load_recognizer
+
+                recognizer = load_recognizer(SpeechOptions())
+            clips = [loaded[i] for i in _sample(len(loaded), limit)]
+            results[name] = eval_speech(clips, data_dir, recognizer)
+    return {
+        "data_dir": str(data_dir),
+        "policy": policy.name,
+        "policy_hash": policy.hash,
+        "limit": limit,
+        "datasets": results,
+    }
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """The figures of :func:`run_eval` as plain-text tables."""
+    lines = [f"policy {result['policy']}, data {result['data_dir']}, limit {result['limit']}"]
+    text = {k: v for k, v in result["datasets"].items() if v["kind"] == "text"}
+    if text:
+        lines += [
+            "",
+            f"{'dataset':<15} {'category':<11} {'floor':>5} {'n':>6} {'support':>7} "
+            f"{'precision':>9} {'recall':>6} {'f1':>6} {'accuracy':>8}",
+        ]
+        for name, ds in text.items():
+            for cat, m in ds["categories"].items():
+                lines.append(
+                    f"{name:<15} {cat:<11} {m['floor']:>5.2f} {m['n']:>6} {m['support']:>7} "
+                    f"{m['precision']:>9.3f} {m['recall']:>6.3f} {m['f1']:>6.3f} {m['accuracy']:>8.3f}"
+                )
+    for name, ds in result["datasets"].items():
+        if ds["kind"] != "speech":
+            continue
+        lines += ["", f"{name}: WER per clip (lower-cased, punctuation stripped; numbers not spelled out)"]
+        for clip in ds["clips"]:
+            where = clip["path"] + (f" [ch {clip['channel']}]" if clip["channel"] is not None else "")
+            lines.append(f"  {clip['wer']:>6.3f}  {where:<42} {clip['hypothesis']}")
+        lines.append(
+            f"  {ds['wer']:>6.3f}  overall ({ds['n']} clips, {sum(c['words'] for c in ds['clips'])} words)"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        prog="livesafe eval",
+        description="Measure the text classifier and speech recognition on the shared data sets.",
+    )
+    ap.add_argument("--data", type=Path, default=None, help="shared data directory (default: %(default)s)")
+    ap.add_argument("--dataset", action="append", choices=list(DATASETS), help="data set to run (repeatable)")
+    ap.add_argument("--limit", type=int, default=None, help="at most N items per data set (a fixed sample)")
+    ap.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    ap.add_argument("--policy", type=Path, default=None, help="policy file (default: the bundled one)")
+    ap.set_defaults(data=default_data_dir())
+    args = ap.parse_args(argv)
+    if args.limit is not None and args.limit < 1:
+        ap.error("--limit must be at least 1")
+    data_dir: Path = args.data
+    if not data_dir.is_dir():
+        print(
+            f"livesafe eval: shared data directory not found: {data_dir} "
+            "(pass --data DIR or set LIVESAFE_SHARED_DATA)",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        policy = load_policy(args.policy)
+    except PolicyError as exc:
+        print(f"livesafe eval: {exc}", file=sys.stderr)
+        return 2
+    try:
+        result = run_eval(args.dataset, data_dir, policy, args.limit)
+    except DataNotFoundError as exc:
+        print(f"livesafe eval: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(result, indent=1) if args.json else format_table(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

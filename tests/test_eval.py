@@ -1,0 +1,136 @@
+"""``livesafe eval``: the data set registry, the metrics and WER, and short runs on the shared data."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from livesafe.eval import (
+    DATASETS,
+    DataNotFoundError,
+    binary_metrics,
+    cssrs_split,
+    davidson_split,
+    eval_speech,
+    load_speech_refs,
+    main,
+    normalize_words,
+    run_eval,
+    wer,
+)
+from livesafe.policy import Policy, load_policy
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def policy() -> Policy:
+    return load_policy()
+
+
+def test_registry() -> None:
+    assert set(DATASETS) == {"davidson", "ethos_binary", "cssrs", "jigsaw_sample", "speech_refs"}
+    assert {d.kind for d in DATASETS.values()} == {"text", "speech"}
+    assert DATASETS["speech_refs"].kind == "speech"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        DATASETS["davidson"].name = "x"  # type: ignore[misc]
+
+
+def test_metrics_and_wer() -> None:
+    m = binary_metrics([1, 1, 0, 0, 0], [True, False, True, False, False])
+    assert (m["precision"], m["recall"], m["f1"], m["accuracy"], m["support"]) == (0.5, 0.5, 0.5, 0.6, 2)
+    assert binary_metrics([0, 0], [False, False])["f1"] == 0.0
+    assert normalize_words("Ask not, what YOUR country's — can do!") == [
+        "ask", "not", "what", "your", "countrys", "can", "do",
+    ]  # fmt: skip
+    assert wer("the cat sat", "The cat, sat.") == 0.0
+    assert wer("the cat sat", "the dog sat") == pytest.approx(1 / 3)
+    assert wer("a b", "") == 1.0
+
+
+def test_missing_data_dir(tmp_path: Path, policy: Policy, capsys: pytest.CaptureFixture[str]) -> None:
+    missing = tmp_path / "nowhere"
+    with pytest.raises(DataNotFoundError, match="nowhere"):
+        run_eval(["jigsaw_sample"], missing, policy, limit=1)
+    assert main(["--data", str(missing), "--dataset", "jigsaw_sample"]) == 2
+    assert str(missing) in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main(["--data", str(tmp_path / "empty"), "--dataset", "ethos_binary"]) == 2
+    assert "Ethos_Dataset_Binary.csv" in capsys.readouterr().err
+
+
+@pytest.mark.shared_data
+def test_held_out_splits_match_the_training_script(shared_data: Path) -> None:
+    spec = importlib.util.spec_from_file_location(
+        "train_text_heads", ROOT / "scripts" / "train_text_heads.py"
+    )
+    assert spec is not None and spec.loader is not None
+    script = importlib.util.module_from_spec(spec)
+    path = list(sys.path)
+    sys.modules[spec.name] = script  # dataclasses look their module up there
+    try:
+        spec.loader.exec_module(script)
+    finally:
+        sys.modules.pop(spec.name, None)
+        sys.path[:] = path  # the script puts the repository first on sys.path
+    splits: Any = script.Splits.load(shared_data)
+    assert davidson_split(shared_data) == (splits.d_test, splits.c_test)
+    users, labels = cssrs_split(shared_data)
+    assert users == [splits.users[u] for u in splits.u_test]
+    assert labels == [splits.labels[u] for u in splits.u_test]
+    assert len(users) == 100
+
+
+@pytest.mark.models
+@pytest.mark.shared_data
+def test_text_datasets_with_limit(shared_data: Path, policy: Policy) -> None:
+    result = run_eval(["jigsaw_sample", "ethos_binary"], shared_data, policy, limit=40)
+    assert set(result["datasets"]) == {"jigsaw_sample", "ethos_binary"}
+    jigsaw = DATASETS["jigsaw_sample"].loader(shared_data)
+    ethos = DATASETS["ethos_binary"].loader(shared_data)
+    assert not isinstance(jigsaw, list) and not isinstance(ethos, list)
+    assert len(jigsaw) == 26  # the labelled rows of test.csv, all kept (fewer than the limit)
+    assert result["datasets"]["jigsaw_sample"]["n"] == 26
+    assert set(result["datasets"]["jigsaw_sample"]["categories"]) == {
+        "threat",
+        "harassment",
+        "profanity",
+        "hate",
+    }
+    for cat, m in result["datasets"]["jigsaw_sample"]["categories"].items():
+        assert m["support"] == sum(jigsaw.labels[cat])
+    ethos_hate = result["datasets"]["ethos_binary"]["categories"]["hate"]
+    assert ethos_hate["n"] == 40 and 0 < ethos_hate["support"] < 40  # a sample, not the (sorted) head
+    for ds in result["datasets"].values():
+        assert ds["kind"] == "text"
+        for cat, m in ds["categories"].items():
+            assert m["floor"] == policy.categories[cat].floor
+            assert m["n"] == ds["n"] and m["tp"] + m["fn"] == m["support"]
+            for key in ("precision", "recall", "f1", "accuracy"):
+                assert isinstance(m[key], float) and 0.0 <= m[key] <= 1.0
+
+
+@pytest.mark.models
+@pytest.mark.shared_data
+def test_speech_wer_on_two_clips(shared_data: Path) -> None:
+    from livesafe.analyzers.speech import SpeechOptions, load_recognizer
+
+    refs = load_speech_refs(shared_data)
+    assert refs and all(c.quality.startswith(("good", "medium")) for c in refs)
+    assert not any(c.path == "faster_whisper/multilingual.mp3" for c in refs)
+    clips = [
+        next(c for c in refs if c.path == "whisper/jfk.flac"),
+        next(c for c in refs if c.path == "faster_whisper/stereo_diarization.wav" and c.channel == 1),
+    ]
+    result = eval_speech(clips, shared_data, load_recognizer(SpeechOptions()))
+    assert result["n"] == 2
+    for clip in result["clips"]:
+        assert isinstance(clip["wer"], float) and 0.0 <= clip["wer"] <= 1.0
+    assert result["clips"][0]["wer"] == 0.0, result["clips"][0]["hypothesis"]
+    assert "horizon" in result["clips"][1]["hypothesis"].lower()  # channel 1, not the mix or channel 0
+    assert isinstance(result["wer"], float) and 0.0 <= result["wer"] <= 1.0
