@@ -136,7 +136,8 @@ def _single(texts: Sequence[str], labels: dict[str, list[int]]) -> TextSet:
     return TextSet([[t] for t in texts], labels)
 
 
-# The next three helpers reproduce scripts/train_text_heads.py exactly (tests check the splits agree).
+# scripts/train_text_heads.py reads the data through the helpers below, so training and evaluation
+# split it the same way (tests check the held-out sets agree).
 _MENTION = re.compile(r"(?:\brt\b\s*)?@\w+:?", re.IGNORECASE)
 _URL = re.compile(r"https?://\S+")
 _ENTITY = re.compile(r"&#\d+;?")
@@ -148,14 +149,30 @@ def clean_tweet(text: str) -> str:
     return re.sub(r"\s+", " ", text.replace("!!!", "!")).strip(' "!:')
 
 
+def read_davidson(data_dir: Path) -> tuple[list[str], list[int]]:
+    """Every cleaned Davidson tweet (3 characters or more) and its class (0 hate, 1 offensive, 2 neither)."""
+    rows = _read_csv(data_dir / "text/davidson/labeled_data.csv")
+    texts = [clean_tweet(r["tweet"]) for r in rows]
+    keep = [i for i, t in enumerate(texts) if len(t) >= 3]
+    return [texts[i] for i in keep], [int(rows[i]["class"]) for i in keep]
+
+
+def read_cssrs(data_dir: Path) -> tuple[list[list[str]], list[str]]:
+    """Posts per C-SSRS user and the user's label."""
+    rows = _read_csv(data_dir / "text/cssrs_reddit/500_Reddit_users_posts_labels.csv")
+    users: list[list[str]] = []
+    for r in rows:  # the Post column is a Python list literal, sometimes cut short
+        body = r["Post"].strip().removeprefix("[").removesuffix("]")
+        posts = [p.strip(" '\"") for p in re.split(r"""['"]\s*,\s*['"]""", body)]
+        users.append([p for p in posts if len(p) >= 3])
+    return users, [r["Label"] for r in rows]
+
+
 def davidson_split(data_dir: Path) -> tuple[list[str], list[int]]:
     """The held-out tweets and their classes (the script's 20 % stratified split, seed 0)."""
     from sklearn.model_selection import train_test_split
 
-    rows = _read_csv(data_dir / "text/davidson/labeled_data.csv")
-    texts = [clean_tweet(r["tweet"]) for r in rows]
-    keep = [i for i, t in enumerate(texts) if len(t) >= 3]
-    texts, classes = [texts[i] for i in keep], [int(rows[i]["class"]) for i in keep]
+    texts, classes = read_davidson(data_dir)
     _, d_test, _, c_test = train_test_split(
         texts, classes, test_size=TEST_SIZE, random_state=SPLIT_SEED, stratify=classes
     )
@@ -166,13 +183,7 @@ def cssrs_split(data_dir: Path) -> tuple[list[list[str]], list[str]]:
     """Posts and labels of the held-out users (the script's 20 % stratified user split, seed 0)."""
     from sklearn.model_selection import train_test_split
 
-    rows = _read_csv(data_dir / "text/cssrs_reddit/500_Reddit_users_posts_labels.csv")
-    users: list[list[str]] = []
-    for r in rows:  # the Post column is a Python list literal, sometimes cut short
-        body = r["Post"].strip().removeprefix("[").removesuffix("]")
-        posts = [p.strip(" '\"") for p in re.split(r"""['"]\s*,\s*['"]""", body)]
-        users.append([p for p in posts if len(p) >= 3])
-    labels = [r["Label"] for r in rows]
+    users, labels = read_cssrs(data_dir)
     _, u_test = train_test_split(
         list(range(len(users))), test_size=TEST_SIZE, random_state=SPLIT_SEED, stratify=labels
     )

@@ -25,9 +25,7 @@ from __future__ import annotations
 import argparse
 import csv
 import hashlib
-import html
 import json
-import re
 import sys
 import time
 from collections.abc import Sequence
@@ -51,10 +49,10 @@ from livesafe.analyzers.text import (  # noqa: E402
     TextClassifier,
     normalize,
 )
+from livesafe.eval import SPLIT_SEED, TEST_SIZE, read_cssrs, read_davidson  # noqa: E402
 
 SEEDS_PATH = ROOT / "livesafe" / "analyzers" / "data" / "text_seeds.yaml"
 HEAD_CATEGORIES = ("hate", "harassment", "threat", "self_harm", "sexual_solicitation", "scam")
-SEED = 0
 #: Share of each source in a head's total training weight (classes balanced within a source).
 SOURCE_SHARE = {"seeds": 1.0, "davidson": 1.0, "cssrs": 0.35, "generic": 0.3}
 #: Share of the positives in each source's weight (below 0.5 keeps the heads' prior low).
@@ -117,38 +115,6 @@ def seed_samples(path: Path = SEEDS_PATH) -> dict[str, Samples]:
                 s.add([t for t in positives[other] if t not in own], 0, "seeds")
         out[cat] = s
     return out
-
-
-_MENTION = re.compile(r"(?:\brt\b\s*)?@\w+:?", re.IGNORECASE)
-_URL = re.compile(r"https?://\S+")
-_ENTITY = re.compile(r"&#\d+;?")
-
-
-def clean_tweet(text: str) -> str:
-    """Davidson tweets as speech would read: no retweet markers, mentions, links or emoji codes."""
-    text = _ENTITY.sub(" ", _URL.sub(" ", _MENTION.sub(" ", html.unescape(text))))
-    return re.sub(r"\s+", " ", text.replace("!!!", "!")).strip(' "!:')
-
-
-def davidson(shared: Path) -> tuple[list[str], list[int]]:
-    with (shared / "text/davidson/labeled_data.csv").open(encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
-    texts = [clean_tweet(r["tweet"]) for r in rows]
-    keep = [i for i, t in enumerate(texts) if len(t) >= 3]
-    return [texts[i] for i in keep], [int(rows[i]["class"]) for i in keep]
-
-
-def cssrs(shared: Path) -> tuple[list[list[str]], list[str]]:
-    """Posts per user and user labels. The Post column is a Python list literal, sometimes cut short."""
-    path = shared / "text/cssrs_reddit/500_Reddit_users_posts_labels.csv"
-    with path.open(encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
-    users = []
-    for r in rows:
-        body = r["Post"].strip().removeprefix("[").removesuffix("]")
-        posts = [p.strip(" '\"") for p in re.split(r"""['"]\s*,\s*['"]""", body)]
-        users.append([p for p in posts if len(p) >= 3])
-    return users, [r["Label"] for r in rows]
 
 
 def ethos(shared: Path) -> tuple[list[str], list[int]]:
@@ -260,13 +226,13 @@ class Splits:
 
     @classmethod
     def load(cls, shared: Path) -> Splits:
-        d_texts, d_classes = davidson(shared)
+        d_texts, d_classes = read_davidson(shared)
         d_train, d_test, c_train, c_test = train_test_split(
-            d_texts, d_classes, test_size=0.2, random_state=SEED, stratify=d_classes
+            d_texts, d_classes, test_size=TEST_SIZE, random_state=SPLIT_SEED, stratify=d_classes
         )
-        users, labels = cssrs(shared)
+        users, labels = read_cssrs(shared)
         u_train, u_test = train_test_split(
-            list(range(len(users))), test_size=0.2, random_state=SEED, stratify=labels
+            list(range(len(users))), test_size=TEST_SIZE, random_state=SPLIT_SEED, stratify=labels
         )
         return cls(d_train, c_train, d_test, c_test, users, labels, u_train, u_test)
 
