@@ -1,0 +1,34 @@
+"""Capacity planning from declared analyzer costs."""
+
+from __future__ import annotations
+
+import pytest
+
+from livesafe.analyzers.vision import NudityAnalyzer
+from livesafe.capacity import estimate
+from livesafe.pipeline import Analyzers
+from livesafe.policy import SamplingPolicy
+
+
+@pytest.mark.models
+def test_estimate_follows_declared_costs_and_rates() -> None:
+    nudity = NudityAnalyzer()
+    analyzers = Analyzers(vision=[nudity])
+    sampling = SamplingPolicy(video_fps=1.0, active_fps=4.0)
+    load = estimate(sampling, analyzers, cores=2, target_utilisation=0.5, decode_s_per_s=0.01)
+    assert load.parts == {"decode": 0.01, nudity.name: pytest.approx(nudity.cost.per_call_s)}
+    assert load.per_stream_s == pytest.approx(0.01 + nudity.cost.per_call_s)
+    assert load.per_stream_active_s == pytest.approx(0.01 + 4 * nudity.cost.per_call_s)
+    assert load.streams == pytest.approx(1.0 / load.per_stream_s)
+    assert not load.over(int(load.streams))
+    assert load.over(int(load.streams) + 1)
+    assert load.as_dict()["cores"] == 2
+    fixed = estimate(SamplingPolicy(video_fps=1.0, adaptive=False, active_fps=4.0), analyzers, cores=2)
+    assert fixed.per_stream_active_s == pytest.approx(fixed.per_stream_s)
+
+
+def test_estimate_refuses_nonsense_assumptions() -> None:
+    with pytest.raises(ValueError, match="voiced_fraction"):
+        estimate(SamplingPolicy(), Analyzers(), voiced_fraction=2.0)
+    with pytest.raises(ValueError, match="target_utilisation"):
+        estimate(SamplingPolicy(), Analyzers(), target_utilisation=0.0)
