@@ -31,6 +31,7 @@ from livesafe.ingest.ffmpeg import LiveSource, LiveState, ReconnectPolicy, open_
 from livesafe.ingest.source import IngestOptions, SourceError
 from livesafe.ingest.srt import ffmpeg_with_srt
 from tests.media import make_clip
+from tests.waiting import until
 
 FAST = ReconnectPolicy(initial_s=0.1, max_s=0.3, give_up_after_s=8.0)
 # Test audio is a tone, not speech: fixed windows instead of voice-activity segmentation.
@@ -354,14 +355,6 @@ async def test_hls_live_playlist_is_followed_until_it_ends(tmp_path: Path) -> No
     assert states.seen == ["connecting", "live", "ended"]
     assert_increasing(c.video())
     assert c.video()[-1].media_ts >= 3.0  # followed segments that appeared after it opened
-
-
-async def until(predicate: Callable[[], bool]) -> None:
-    """Polls a condition that has no event to wait on (a stats counter); callers bound the wait."""
-    while True:
-        if predicate():
-            return
-        await asyncio.sleep(0.02)
 
 
 async def test_hls_server_goes_away_and_comes_back(tmp_path: Path) -> None:
