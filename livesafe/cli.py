@@ -20,6 +20,7 @@ from livesafe.events import Event, Intervention, Signal, StreamState, Transcript
 from livesafe.policy import Policy, PolicyError, load_policy
 
 if TYPE_CHECKING:
+    from livesafe.interventions.webhooks import WebhookEndpoint
     from livesafe.service import Service
 
 log = logging.getLogger("livesafe")
@@ -97,6 +98,9 @@ def _service_args(p: argparse.ArgumentParser, default_port: int = 8765) -> None:
     p.add_argument("--token", action="append", default=[], metavar="NAME=TOKEN",
                    help="a backend name and its token (repeatable; also LIVESAFE_TOKENS=name=token,...)")
     p.add_argument("--prefix", default="livesafe", help="Redis key prefix")
+    p.add_argument("--webhook", action="append", default=[], metavar="[NAME=]URL",
+                   help="also deliver interventions as signed POSTs to URL (Standard Webhooks; repeatable); "
+                        "secrets in LIVESAFE_WEBHOOK_SECRETS=whsec_new,whsec_old (all sign, newest first)")
     p.add_argument("--board-port", type=int, default=int(os.environ.get("LIVESAFE_BOARD_PORT", 8766)),
                    help="port of the ops board web page (0: any free port)")
     p.add_argument("--no-board", action="store_true", help="do not serve the ops board")
@@ -282,6 +286,27 @@ def _tokens(args: argparse.Namespace, demo: bool) -> dict[str, str]:
     return tokens
 
 
+def _webhooks(args: argparse.Namespace) -> tuple[WebhookEndpoint, ...]:
+    from livesafe.interventions.webhooks import WebhookEndpoint
+
+    if not args.webhook:
+        return ()
+    secrets = tuple(s.strip() for s in os.environ.get("LIVESAFE_WEBHOOK_SECRETS", "").split(",") if s.strip())
+    if not secrets:
+        raise SystemExit("livesafe: --webhook needs LIVESAFE_WEBHOOK_SECRETS (whsec_... secrets, "
+                         "newest first)")
+    endpoints: list[WebhookEndpoint] = []
+    for spec in args.webhook:
+        name, sep, url = spec.partition("=")
+        if not sep or "://" in name:
+            name, url = f"webhook{len(endpoints) + 1}", spec
+        try:
+            endpoints.append(WebhookEndpoint(url.strip(), secrets, name=name.strip()))
+        except ValueError as exc:
+            raise SystemExit(f"livesafe: bad --webhook {spec!r}: {exc}") from None
+    return tuple(endpoints)
+
+
 async def _serve(args: argparse.Namespace, policy: Policy) -> int:
     from livesafe.api import HttpServer, make_app
     from livesafe.board.server import Board
@@ -291,6 +316,7 @@ async def _serve(args: argparse.Namespace, policy: Policy) -> int:
 
     demo = args.command == "demo"
     tokens = _tokens(args, demo)
+    webhooks = _webhooks(args)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -299,7 +325,7 @@ async def _serve(args: argparse.Namespace, policy: Policy) -> int:
     analyzers = await asyncio.to_thread(Analyzers.load, policy)
     options = ServiceOptions(
         host=args.host, port=args.port, tokens=tokens, prefix=args.prefix,
-        pacing=getattr(args, "pacing", "realtime"),
+        pacing=getattr(args, "pacing", "realtime"), webhooks=webhooks,
     )
     async with contextlib.AsyncExitStack() as stack:
         board = None

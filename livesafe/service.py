@@ -9,6 +9,7 @@ interventions also go to the durable outbox, from which the gateway delivers the
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 import time
@@ -21,7 +22,9 @@ import redis
 import redis.asyncio
 from aiohttp import web
 
+from livesafe.batching import BatchedTextAnalyzer
 from livesafe.board.server import Board
+from livesafe.capacity import LoadEstimate, estimate
 from livesafe.core import Monitor
 from livesafe.events import Event, Intervention, StreamState, to_dict
 from livesafe.ingest.av_source import AVSource
@@ -32,6 +35,7 @@ from livesafe.ingest.whep import WhepSource
 from livesafe.ingest.whip import WhipEndpoint
 from livesafe.interventions.gateway import Gateway, StreamEnded, StreamStarted
 from livesafe.interventions.outbox import EventLog, Outbox, reraise_swallowed_cancel
+from livesafe.interventions.webhooks import WebhookDispatcher, WebhookEndpoint
 from livesafe.pipeline import Analyzers, StreamSummary, StreamWorker
 from livesafe.policy import Policy
 
@@ -54,6 +58,8 @@ class ServiceOptions:
     prefix: str = "livesafe"
     pacing: Pacing = "realtime"
     ack_timeout_s: float = 10.0
+    #: Backends that take interventions as signed HTTP POSTs (Standard Webhooks) instead of a websocket.
+    webhooks: tuple[WebhookEndpoint, ...] = ()
 
 
 def whep_url(source: str) -> tuple[str, str | None] | None:
@@ -114,9 +120,24 @@ class Service:
         self._running: dict[str, _Running] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._reloader: asyncio.Task[None] | None = None
+        self.webhooks = [WebhookDispatcher(self.outbox, endpoint) for endpoint in options.webhooks]
+        #: The planned CPU load of one stream, from the analyzers' declared costs (see livesafe.capacity).
+        self.capacity: LoadEstimate = estimate(policy.sampling, analyzers)
+        self._plain_analyzers = analyzers
 
     async def __aenter__(self) -> Service:
+        # Text analysis is batched across streams where the analyzer supports it (livesafe.batching).
+        batched = [BatchedTextAnalyzer(a) if hasattr(a, "analyze_batch") else a for a in self.analyzers.text]
+        self.analyzers = dataclasses.replace(self.analyzers, text=batched)
+        for analyzer in batched:
+            if isinstance(analyzer, BatchedTextAnalyzer):
+                analyzer.batcher.start()
         await self.gateway.start()
+        for dispatcher in self.webhooks:
+            await dispatcher.start()
+        parts = ", ".join(f"{k} {v:.3f}" for k, v in self.capacity.parts.items())
+        log.info("capacity: about %.3f CPU s per media second per stream (%s), ~%.0f live streams on %d "
+                 "cores", self.capacity.per_stream_s, parts, self.capacity.streams, self.capacity.cores)
         if any(hasattr(a, "reload") for a in self.analyzers.vision):
             self._reloader = asyncio.create_task(self._reload_forever(), name="reload-analyzers")
         return self
@@ -149,7 +170,13 @@ class Service:
         await self.whip.aclose()
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=STOP_TIMEOUT_S)
+        for dispatcher in self.webhooks:
+            await dispatcher.aclose()
         await self.gateway.aclose()
+        for analyzer in self.analyzers.text:
+            if isinstance(analyzer, BatchedTextAnalyzer):
+                await analyzer.batcher.aclose()
+        self.analyzers = self._plain_analyzers
 
     @property
     def streams(self) -> list[str]:
@@ -198,6 +225,11 @@ class Service:
         task = asyncio.create_task(self._run_worker(worker), name=f"stream-{stream_id}")
         self._running[stream_id] = _Running(task, worker, dict(metadata or {}), time.monotonic())
         task.add_done_callback(functools.partial(self._finished, stream_id))
+        if self.capacity.over(len(self._running)):
+            log.warning("%d streams need about %.2f CPU s per second, more than planned for %d cores "
+                        "(%.0f streams): analysis may fall behind live and drop samples",
+                        len(self._running), len(self._running) * self.capacity.per_stream_s,
+                        self.capacity.cores, self.capacity.streams)
         log.info("stream %s started: %s %s", stream_id, url, dict(metadata or {}))
 
     async def _run_worker(self, worker: StreamWorker) -> StreamSummary:

@@ -194,3 +194,21 @@ async def test_a_refusal_is_final_and_a_wrong_secret_is_refused(
     assert results == [("rejected", 401)]
     assert receiver.accepted == [] and receiver.refused == ["No matching signature found"]
     assert await outbox.pending() == 0  # not retried forever
+
+
+async def test_the_service_runs_its_webhooks(r: redis.asyncio.Redis, prefix: str, serve: Any) -> None:
+    from livesafe.pipeline import Analyzers
+    from livesafe.policy import load_policy
+    from livesafe.service import Service, ServiceOptions
+
+    receiver = Receiver(NEW)
+    url = await serve(receiver)
+    options = ServiceOptions(port=0, tokens={"tok": "backend"}, prefix=prefix,
+                             webhooks=(WebhookEndpoint(url, (NEW,), name="hook"),))
+    async with Service(load_policy(), Analyzers(), r, options) as service:
+        await service.outbox.publish(intervention(7))
+        await _until(lambda: len(receiver.accepted) == 1)
+        assert receiver.accepted[0]["seq"] == 7
+        await _until(lambda: service.webhooks[0].stats.delivered == 1)
+        assert await service.outbox.pending() == 0
+    assert service.webhooks[0]._task is None  # stopped with the service
