@@ -3,7 +3,12 @@
     POST   /v1/streams              {"stream_id", "source", "metadata"}  -> 201 (stream.started)
     DELETE /v1/streams/{stream_id}                                       -> 200 (stream.ended)
     GET    /v1/streams                                                   -> 200 streams with metrics
+    POST   /v1/interventions/{intervention_id}/overturn
+                                {"reviewer", "note", "stream_id"?}       -> 200 the intervention.lifted
     GET    /v1/health                                                    -> 200
+
+An overturn lifts an intervention in force (``reason: overturned``): the verdict goes to the event log and
+the lift goes to the backend through the outbox like any intervention. ``stream_id`` may be left out.
 
 Every call but ``/v1/health`` needs ``Authorization: Bearer TOKEN`` (the backend tokens). Errors are JSON
 ``{"type": "error", "reason": ...}`` with a 4xx status naming what was wrong. Other routes (WHIP) can be
@@ -19,6 +24,8 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from aiohttp import web
+
+from livesafe.events import InterventionLifted, to_dict
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +45,12 @@ class Controller(Protocol):
     async def stop_stream_by_request(self, stream_id: str) -> None: ...
 
     def metrics(self) -> list[dict[str, Any]]: ...
+
+    async def overturn(
+        self, stream_id: str, intervention_id: str, reviewer: str, note: str = ""
+    ) -> InterventionLifted: ...
+
+    def find_stream(self, intervention_id: str) -> str | None: ...
 
 
 def _error(status: int, reason: str) -> web.Response:
@@ -66,7 +79,7 @@ def make_app(
 
     @web.middleware
     async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path == "/v1/health" or not request.path.startswith("/v1/streams"):
+        if request.path == "/v1/health" or not request.path.startswith(("/v1/streams", "/v1/interventions")):
             return await handler(request)
         backend = bearer_backend(request, tokens)
         if backend is None:
@@ -104,6 +117,31 @@ def make_app(
         log.info("backend %r started stream %s over HTTP", request[BACKEND], stream_id)
         return web.json_response({"type": "ok", "for": "stream.started", "stream_id": stream_id}, status=201)
 
+    async def overturn(request: web.Request) -> web.Response:
+        intervention_id = request.match_info["intervention_id"]
+        body: Any = {}
+        if request.can_read_body:
+            try:
+                body = json.loads(await request.text())
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                return _error(400, f"body is not JSON: {exc}")
+        if not isinstance(body, dict):
+            return _error(400, "body must be a JSON object")
+        reviewer, note = body.get("reviewer", request[BACKEND]), body.get("note", "")
+        stream_id = body.get("stream_id") or controller.find_stream(intervention_id)
+        if not isinstance(reviewer, str) or not reviewer:
+            return _error(400, "'reviewer' must be a non-empty string")
+        if not isinstance(note, str):
+            return _error(400, "'note' must be a string")
+        if not isinstance(stream_id, str):
+            return _error(404, f"intervention {intervention_id!r} is not in force on any monitored stream")
+        try:
+            lift = await controller.overturn(stream_id, intervention_id, reviewer, note)
+        except ValueError as exc:
+            return _error(404, str(exc))
+        log.info("backend %r: %s overturned %s", request[BACKEND], reviewer, intervention_id)
+        return web.json_response({"type": "ok", "for": "overturn", "lift": to_dict(lift)})
+
     async def end(request: web.Request) -> web.Response:
         stream_id = request.match_info["stream_id"]
         try:
@@ -117,6 +155,7 @@ def make_app(
     app.router.add_get("/v1/streams", list_streams)
     app.router.add_post("/v1/streams", start)
     app.router.add_delete("/v1/streams/{stream_id}", end)
+    app.router.add_post("/v1/interventions/{intervention_id}/overturn", overturn)
     app.add_routes(extra_routes)
     return app
 

@@ -383,10 +383,14 @@ async def _demo(service: Service, args: argparse.Namespace, stop: asyncio.Event)
 
         async def receive() -> None:
             async for msg in backend:
-                iv = msg.intervention
-                print(f"backend <- {iv.action.upper():8} {iv.stream_id} at {iv.media_ts:5.1f}s "
-                      f"tier={iv.tier} effects={','.join(iv.effects)} | {iv.reason}", flush=True)
-                await backend.ack(iv.intervention_id)
+                if (lift := msg.lifted) is not None:
+                    print(f"backend <- LIFTED   {lift.stream_id} at {lift.media_ts:5.1f}s "
+                          f"{lift.intervention_id} ({lift.reason})", flush=True)
+                else:
+                    iv = msg.intervention
+                    print(f"backend <- {iv.action.upper():8} {iv.stream_id} at {iv.media_ts:5.1f}s "
+                          f"tier={iv.tier} effects={','.join(iv.effects)} | {iv.reason}", flush=True)
+                await backend.ack(msg)
 
         receiver = asyncio.create_task(receive(), name="demo-backend")
         try:

@@ -1,4 +1,4 @@
-"""A minimal Python client for the streaming backend side of the gateway (protocol ``livesafe.v0``).
+"""A minimal Python client for the streaming backend side of the gateway (protocol ``livesafe.v1``).
 
 A real backend may be written in any language; this one documents the protocol by example, lets
 the demo play a backend that prints what it is told, and drives the gateway in tests. It keeps one
@@ -10,8 +10,11 @@ Usage::
 
     async with BackendClient("ws://127.0.0.1:8765/v1/backend", token) as client:
         async for received in client:
-            apply(received.intervention)
-            await client.ack(received.intervention.intervention_id)
+            if received.lifted is not None:
+                undo(received.lifted)           # intervention.lifted: the effects are over
+            else:
+                apply(received.intervention)
+            await client.ack(received)          # by intervention_id or lift_id, as fits
 
 Run ``python -m livesafe.client URL --token TOKEN`` for a backend that prints and acks everything.
 """
@@ -33,17 +36,54 @@ from typing import Any
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
-from livesafe.events import EventFormatError, Intervention, from_dict
+from livesafe.events import (
+    Deliverable,
+    EventFormatError,
+    Intervention,
+    InterventionLifted,
+    delivery_key,
+    from_dict,
+)
+from livesafe.interventions.protocol import PROTOCOL
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
 class Received:
-    """An intervention as delivered: ``attempt`` > 1 means a resend (dedupe by intervention_id)."""
+    """An intervention or a lift as delivered: ``attempt`` > 1 means a resend (dedupe by :attr:`key`)."""
 
-    intervention: Intervention
+    message: Deliverable
     attempt: int
+
+    @property
+    def key(self) -> str:
+        """The idempotency key: ``intervention_id`` of an intervention, ``lift_id`` of a lift."""
+        return delivery_key(self.message)
+
+    @property
+    def lifted(self) -> InterventionLifted | None:
+        return self.message if isinstance(self.message, InterventionLifted) else None
+
+    @property
+    def intervention(self) -> Intervention:
+        """The intervention; TypeError for a lift (check :attr:`lifted` first)."""
+        if not isinstance(self.message, Intervention):
+            raise TypeError(f"{self.key} is an intervention.lifted, not an intervention: check .lifted first")
+        return self.message
+
+
+#: What acks, nacks and applied name: a received message, an event, or an intervention_id.
+Target = Received | Intervention | InterventionLifted | str
+
+
+def _target(target: Target) -> dict[str, str]:
+    message = target.message if isinstance(target, Received) else target
+    if isinstance(message, InterventionLifted):
+        return {"lift_id": message.lift_id}
+    if isinstance(message, Intervention):
+        return {"intervention_id": message.intervention_id}
+    return {"intervention_id": message}
 
 
 class GatewayError(RuntimeError):
@@ -52,6 +92,10 @@ class GatewayError(RuntimeError):
 
 class AuthenticationError(ConnectionError):
     """The gateway refused the token (HTTP 401/403). Not retried: a bad token stays bad."""
+
+
+class ProtocolVersionError(ConnectionError):
+    """The gateway and this client share no protocol version. Not retried."""
 
 
 class _End:
@@ -204,6 +248,12 @@ class BackendClient:
         hello = json.loads(await ws.recv())
         if not isinstance(hello, dict) or hello.get("type") != "hello":
             raise InvalidHandshake(f"expected a hello message first, got {hello!r}")
+        supported = hello.get("supported") or [hello.get("protocol")]
+        if PROTOCOL not in supported:
+            self._finish(ProtocolVersionError(f"gateway speaks {supported}, this client {PROTOCOL}"))
+            self._closing = True
+            return
+        await ws.send(json.dumps({"type": "hello", "protocol": PROTOCOL, "client": "livesafe.client"}))
         self.hello = hello
         self.connections += 1
         self._ws = ws
@@ -224,17 +274,18 @@ class BackendClient:
         except (ValueError, AttributeError):
             logger.warning("gateway sent an unreadable message: %.200r", raw)
             return
-        if kind == "intervention":
+        if kind in ("intervention", "intervention.lifted"):
             delivery = msg.pop("delivery", None) or {}
             try:
                 event = from_dict(msg)
-            except EventFormatError as exc:
-                logger.warning("gateway sent a bad intervention: %s", exc)
+            except (EventFormatError, TypeError) as exc:
+                logger.warning("gateway sent a bad %s: %s", kind, exc)
                 return
-            assert isinstance(event, Intervention)
+            assert isinstance(event, Intervention | InterventionLifted)
+            received = Received(event, int(delivery.get("attempt", 1)))
             if self.auto_ack:
-                await ws.send(json.dumps({"type": "ack", "intervention_id": event.intervention_id}))
-            self._queue.put_nowait(Received(event, int(delivery.get("attempt", 1))))
+                await ws.send(json.dumps({"type": "ack", **_target(received)}))
+            self._queue.put_nowait(received)
             return
         pending = self._replies.get(str(msg.get("ref")))
         if pending is not None and not pending.future.done():
@@ -242,6 +293,9 @@ class BackendClient:
         elif kind == "error":
             self.last_error = str(msg.get("reason"))
             logger.warning("gateway error: %s", self.last_error)
+            if msg.get("code") == "unsupported_protocol":
+                self._closing = True
+                self._finish(ProtocolVersionError(self.last_error))
         elif kind == "stream.state" and self.on_notice is not None:
             self.on_notice(msg)
         else:
@@ -277,13 +331,22 @@ class BackendClient:
                     self._ws = None
                     self._state_changed.clear()
 
-    async def ack(self, intervention_id: str) -> None:
-        """Tell the gateway the intervention was received and applied."""
-        await self._send({"type": "ack", "intervention_id": intervention_id})
+    async def ack(self, target: Target) -> None:
+        """Tell the gateway the intervention (or lift) was received and will be applied.
 
-    async def nack(self, intervention_id: str, reason: str) -> None:
-        """Refuse the intervention for good (it is recorded and not resent)."""
-        await self._send({"type": "nack", "intervention_id": intervention_id, "reason": reason})
+        ``target``: what was received, or an ``intervention_id``."""
+        await self._send({"type": "ack", **_target(target)})
+
+    async def nack(self, target: Target, reason: str) -> None:
+        """Refuse the intervention (or lift) for good (it is recorded and not resent)."""
+        await self._send({"type": "nack", **_target(target), "reason": reason})
+
+    async def applied(
+        self, target: Target, stream_id: str, effects: tuple[str, ...], detail: str = ""
+    ) -> None:
+        """Report what was done (also acknowledges it): the effects applied, or removed for a lift."""
+        await self._send({"type": "applied", **_target(target), "stream_id": stream_id,
+                          "effects": list(effects), "detail": detail})
 
     async def ping(self) -> None:
         """Round-trip to the gateway; on return, everything sent before (acks too) was handled."""
@@ -317,14 +380,21 @@ async def print_interventions(url: str, token: str) -> None:
     """A simulated backend: print every intervention and ack it."""
     async with BackendClient(url, token) as client:
         async for received in client:
-            iv = received.intervention
             resend = f" (attempt {received.attempt})" if received.attempt > 1 else ""
-            print(
-                f"[{iv.stream_id} t={iv.media_ts:.1f}s] {iv.action.upper()} {iv.category} "
-                f"score={iv.score:.2f} effects={','.join(iv.effects)}{resend}: {iv.reason}",
-                flush=True,
-            )
-            await client.ack(iv.intervention_id)
+            if (lift := received.lifted) is not None:
+                print(
+                    f"[{lift.stream_id} t={lift.media_ts:.1f}s] LIFT {lift.action.upper()} {lift.category} "
+                    f"effects={','.join(lift.effects)} ({lift.reason}){resend}: {lift.detail}",
+                    flush=True,
+                )
+            else:
+                iv = received.intervention
+                print(
+                    f"[{iv.stream_id} t={iv.media_ts:.1f}s] {iv.action.upper()} {iv.category} "
+                    f"score={iv.score:.2f} effects={','.join(iv.effects)}{resend}: {iv.reason}",
+                    flush=True,
+                )
+            await client.ack(received)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,15 +1,16 @@
 """The pure decision core: signals in, risk and interventions out. No I/O, no clock.
 
 ``Monitor.feed(signal)`` returns the interventions that signal causes; time comes only from the signal's
-media timestamp. Feeding the same sequence of signals to a monitor with the same policy always gives
-the same interventions, byte for byte: live monitoring and replay share this code.
+media timestamp. Feeding the same sequence of signals (and ticks, and reviewers' verdicts) to a monitor
+with the same policy always gives the same interventions and lifts, byte for byte: live monitoring and
+replay share this code.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from livesafe.events import Intervention, RiskUpdate, Signal
+from livesafe.events import Intervention, InterventionLifted, ReviewVerdict, RiskUpdate, Signal
 from livesafe.ladder import StreamLadder, TierChange
 from livesafe.policy import Policy
 from livesafe.risk import StreamRisk
@@ -17,11 +18,13 @@ from livesafe.risk import StreamRisk
 
 @dataclass(frozen=True, slots=True)
 class Decision:
-    """What one signal (or tick) did: the risk afterwards, new interventions, and any tier change."""
+    """What one signal (or tick) did: the risk afterwards, new interventions, any tier change, and the
+    interventions whose effects ended (``lifted``, decided before the new interventions)."""
 
     risk: RiskUpdate
     interventions: tuple[Intervention, ...]
     tier_change: TierChange | None = None
+    lifted: tuple[InterventionLifted, ...] = ()
 
 
 class Monitor:
@@ -41,8 +44,10 @@ class Monitor:
     def step(self, signal: Signal) -> Decision:
         risk, ladder = self._state(signal.stream_id)
         risk.add(signal)
-        interventions, change = ladder.update(risk)
-        return Decision(self._risk_update(risk, ladder, signal.category), tuple(interventions), change)
+        interventions, change, lifted = ladder.update(risk)
+        return Decision(
+            self._risk_update(risk, ladder, signal.category), tuple(interventions), change, tuple(lifted)
+        )
 
     def feed(self, signal: Signal) -> list[Intervention]:
         """Account for one signal; returns the interventions it causes (often none)."""
@@ -52,12 +57,40 @@ class Monitor:
         """Advance a stream's media clock without a signal (lets decayed risk step the ladder down)."""
         risk, ladder = self._state(stream_id)
         risk.advance(media_ts)
-        interventions, change = ladder.update(risk)
+        interventions, change, lifted = ladder.update(risk)
         category = change.category if change is not None else ""
-        return Decision(self._risk_update(risk, ladder, category), tuple(interventions), change)
+        return Decision(
+            self._risk_update(risk, ladder, category), tuple(interventions), change, tuple(lifted)
+        )
+
+    def review(self, verdict: ReviewVerdict) -> tuple[InterventionLifted, ...]:
+        """A reviewer's verdict: ``overturn`` lifts the intervention (at the later of the verdict's media
+        time and the stream's clock); ``uphold`` changes nothing. ValueError naming the problem when the
+        verdict is unknown or the intervention is not in force on that stream."""
+        if verdict.verdict == "uphold":
+            return ()
+        if verdict.verdict != "overturn":
+            raise ValueError(f"unknown verdict {verdict.verdict!r}; expected 'uphold' or 'overturn'")
+        state = self._streams.get(verdict.stream_id)
+        if state is None:
+            raise ValueError(f"stream {verdict.stream_id!r} has no interventions in force")
+        risk, ladder = state
+        at = max(risk.clock, verdict.media_ts)
+        return (ladder.overturn(verdict.intervention_id, at, verdict.reviewer, verdict.note),)
+
+    def active(self, stream_id: str) -> tuple[Intervention, ...]:
+        """The stream's interventions in force (not yet expired or lifted), in issue order."""
+        state = self._streams.get(stream_id)
+        return tuple(state[1].active.values()) if state is not None else ()
+
+    def clock(self, stream_id: str) -> float:
+        """The stream's media clock: the latest media time fed to it (0 for an unknown stream)."""
+        state = self._streams.get(stream_id)
+        return state[0].clock if state is not None else 0.0
 
     def next_deadline(self, stream_id: str) -> float | None:
-        """Media time at which :meth:`tick` could change this stream's tier (None: nothing pending)."""
+        """Media time at which :meth:`tick` could change this stream's tier or lift an intervention
+        (None: nothing pending)."""
         state = self._streams.get(stream_id)
         return state[1].next_deadline(state[0]) if state is not None else None
 

@@ -34,6 +34,10 @@ CATEGORIES: tuple[str, ...] = (
 
 #: Tier kinds of the intervention ladder, lowest first. ``escalate`` is not a tier: it runs beside one.
 TIER_KINDS: tuple[str, ...] = ("observe", "warn", "restrict", "cut")
+#: Actions whose effects stay in force until they expire or are lifted.
+LIFTABLE_ACTIONS: tuple[str, ...] = ("warn", "restrict", "cut")
+#: Why an intervention stopped being in force.
+LIFT_REASONS: tuple[str, ...] = ("expired", "risk_fell", "overturned")
 
 #: Concrete effects a backend may be asked to apply.
 EFFECTS: tuple[str, ...] = (
@@ -190,6 +194,51 @@ class Intervention:
     message: str = ""
     #: How long a restriction lasts, in media seconds (0 = until lifted).
     duration_s: float = 0.0
+    #: A reference to a frame of the evidence (as the analyzer gave it, e.g. ``frame:42``), if any.
+    thumbnail: str = ""
+
+    @property
+    def expires_at(self) -> float | None:
+        """Media time at which the effects end by themselves (None: until lifted)."""
+        return self.media_ts + self.duration_s if self.duration_s > 0 else None
+
+    @property
+    def liftable(self) -> bool:
+        """Whether the backend applies effects that stay until expiry or an ``intervention.lifted``
+        (``warn``, ``restrict``, ``cut``; not ``observe``, board only, nor ``escalate``, a review request)."""
+        return self.action in LIFTABLE_ACTIONS
+
+
+@dataclass(frozen=True, slots=True)
+class InterventionLifted:
+    """An intervention's effects are over: the backend should undo them.
+
+    ``reason`` is ``expired`` (its ``duration_s`` ran out), ``risk_fell`` (the ladder stepped below its
+    tier) or ``overturned`` (a reviewer's verdict). Lifts share the per-stream sequence of interventions.
+    """
+
+    type: ClassVar[str] = "intervention.lifted"
+
+    stream_id: str
+    media_ts: float
+    #: Idempotency key of this lift (deterministic from the lifted intervention's id).
+    lift_id: str
+    #: The intervention whose effects end.
+    intervention_id: str
+    seq: int
+    reason: str
+    #: What is lifted, copied from the intervention: its action, tier, category and effects.
+    action: str
+    tier: str
+    category: str
+    effects: tuple[str, ...]
+    policy: str
+    policy_hash: str
+    #: A human-readable explanation.
+    detail: str = ""
+    #: For ``overturned``: who decided, and their note.
+    reviewer: str = ""
+    note: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,15 +249,20 @@ class Ack:
 
     stream_id: str
     media_ts: float
+    #: The intervention acknowledged, or the one whose lift (``lift_id``) is acknowledged.
     intervention_id: str
+    #: ``ack``, ``nack`` or ``applied`` (what the backend did: ``effects``, ``reason`` as its detail).
     status: str = "ack"
     backend: str = ""
     reason: str = ""
+    #: Set when the acknowledged message was an ``intervention.lifted``.
+    lift_id: str = ""
+    effects: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
 class ReviewVerdict:
-    """A human reviewer's verdict on an intervention: ``uphold`` or ``overturn``."""
+    """A human reviewer's verdict on an intervention: ``uphold`` or ``overturn`` (which lifts it)."""
 
     type: ClassVar[str] = "review"
 
@@ -233,12 +287,23 @@ class StreamState:
     detail: str = ""
 
 
-Event: TypeAlias = Transcript | Signal | RiskUpdate | Intervention | Ack | ReviewVerdict | StreamState
+Event: TypeAlias = (
+    Transcript | Signal | RiskUpdate | Intervention | InterventionLifted | Ack | ReviewVerdict | StreamState
+)
+#: What the outbox delivers to backends, each acknowledged by its key (:func:`delivery_key`).
+Deliverable: TypeAlias = Intervention | InterventionLifted
 
 _EVENT_TYPES: dict[str, type[Any]] = {
     cls.type: cls
-    for cls in (Transcript, Signal, RiskUpdate, Intervention, Ack, ReviewVerdict, StreamState)
+    for cls in (
+        Transcript, Signal, RiskUpdate, Intervention, InterventionLifted, Ack, ReviewVerdict, StreamState
+    )
 }
+
+
+def delivery_key(message: Deliverable) -> str:
+    """The idempotency key a backend acknowledges: ``intervention_id`` or ``lift_id``."""
+    return message.lift_id if isinstance(message, InterventionLifted) else message.intervention_id
 
 
 def make_id(prefix: str, *parts: str) -> str:
@@ -268,6 +333,8 @@ def to_dict(event: Event) -> dict[str, Any]:
         out[f.name] = _jsonable(getattr(event, f.name))
     if isinstance(event, Signal):
         out["signal_id"] = event.signal_id
+    elif isinstance(event, Intervention):
+        out["expires_at"] = _jsonable(event.expires_at)
     return out
 
 
@@ -284,7 +351,7 @@ def from_dict(data: Mapping[str, Any]) -> Event:
     names = {f.name: f for f in dataclasses.fields(cls)}
     kwargs: dict[str, Any] = {}
     for name, value in data.items():
-        if name in ("type", "signal_id"):
+        if name in ("type", "signal_id") or (cls is Intervention and name == "expires_at"):
             continue
         if name not in names:
             raise EventFormatError(f"{kind}: unknown field {name!r}")

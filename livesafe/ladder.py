@@ -7,10 +7,16 @@ Rules, all in media time:
   categories may skip tiers.
 * **Hysteresis and dwell.** The stream steps down only when no category holds the tier any more (risk
   below the tier's ``exit`` threshold) *and* it has been in the tier for ``min_dwell_s``.
-* **Cooldown.** A tier is not issued to the same stream again within ``cooldown_s`` of its last issue;
-  the stream still moves into the tier, so the board shows it, but the backend is not spammed.
+* **Cooldown.** A tier is not issued to the same stream again within ``cooldown_s`` of its last issue,
+  unless that issue was lifted meanwhile (the backend undid it, so re-entering must act again); the
+  stream still moves into the tier, so the board shows it, but the backend is not spammed.
 * **Escalation.** A category marked ``escalate`` that takes the stream to ``escalation.min_tier`` or
   above also asks for human review, at most once per ``escalation.cooldown_s`` per category.
+* **Lifting.** A ``warn``, ``restrict`` or ``cut`` stays in force until it is lifted
+  (:class:`~livesafe.events.InterventionLifted`): ``expired`` once its ``duration_s`` has run out,
+  ``risk_fell`` when the stream steps down below its tier (not for ``cut``: a cut broadcast does not
+  come back by itself), ``overturned`` by a reviewer. Each is lifted at most once; lifts take the next
+  number of the stream's sequence, so interventions and lifts form one ordered sequence per stream.
 
 Every intervention explains itself: the rule, the thresholds, the risk, and the signals it rests on.
 """
@@ -20,7 +26,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from livesafe.events import Intervention, make_id
+from livesafe.events import Intervention, InterventionLifted, make_id
 from livesafe.policy import Policy
 from livesafe.risk import StreamRisk
 
@@ -48,8 +54,12 @@ class StreamLadder:
         self.tier = -1
         self.entered_at = 0.0
         self.seq = 0
-        self._last_issued: dict[int, float] = {}
+        #: Interventions in force, by id, in issue order.
+        self.active: dict[str, Intervention] = {}
+        #: Per tier: when it was last issued and the id of that issue.
+        self._last_issued: dict[int, tuple[float, str]] = {}
         self._last_escalated: dict[str, float] = {}
+        self._lifted: set[str] = set()
 
     @property
     def tier_name(self) -> str:
@@ -71,9 +81,16 @@ class StreamLadder:
                 return i
         return -1
 
-    def update(self, risk: StreamRisk) -> tuple[list[Intervention], TierChange | None]:
-        """Re-evaluate at ``risk.clock``; returns new interventions and the tier change, if any."""
+    def update(
+        self, risk: StreamRisk
+    ) -> tuple[list[Intervention], TierChange | None, list[InterventionLifted]]:
+        """Re-evaluate at ``risk.clock``: new interventions, the tier change if any, and lifts."""
         now = risk.clock
+        lifted = [
+            self._lift(iv, now, "expired", f"{iv.tier} ran its {iv.duration_s:g} s")
+            for iv in list(self.active.values())
+            if (end := iv.expires_at) is not None and now >= end
+        ]
         levels = risk.levels()
         target, driver = -1, ""
         for category, level in levels.items():
@@ -86,17 +103,62 @@ class StreamLadder:
             change = TierChange(self.stream_id, now, self.tier, target, driver)
             self.tier, self.entered_at = target, now
             last = self._last_issued.get(target)
-            if last is None or now - last >= self.policy.ladder.cooldown_s:
-                self._last_issued[target] = now
-                out.append(self._intervention(risk, driver, levels[driver], target, escalate=False))
+            if last is None or now - last[0] >= self.policy.ladder.cooldown_s or last[1] in self._lifted:
+                iv = self._intervention(risk, driver, levels[driver], target, escalate=False)
+                self._last_issued[target] = (now, iv.intervention_id)
+                out.append(iv)
+                if iv.liftable:
+                    self.active[iv.intervention_id] = iv
         elif target < self.tier and now - self.entered_at >= self.policy.ladder.min_dwell_s:
             hold = max((self._holds(c, lv) for c, lv in levels.items()), default=-1)
             new = max(hold, target)
             if new < self.tier:
                 change = TierChange(self.stream_id, now, self.tier, new, driver)
                 self.tier, self.entered_at = new, now
+                below = self.policy.ladder.tiers[new].name if new >= 0 else "none"
+                lifted.extend(
+                    self._lift(iv, now, "risk_fell", f"risk fell: the stream stepped down to {below}")
+                    for iv in reversed(list(self.active.values()))
+                    if iv.tier_level > new and iv.action != "cut"
+                )
         out.extend(self._escalations(risk, levels))
-        return out, change
+        return out, change, lifted
+
+    def overturn(
+        self, intervention_id: str, media_ts: float, reviewer: str = "", note: str = ""
+    ) -> InterventionLifted:
+        """A reviewer overturned an intervention in force: lift it. ValueError if it is not in force."""
+        iv = self.active.get(intervention_id)
+        if iv is None:
+            lifted = intervention_id in self._lifted
+            why = "was already lifted" if lifted else "is not in force on this stream"
+            raise ValueError(f"intervention {intervention_id!r} {why}")
+        detail = f"overturned by {reviewer or 'a reviewer'}" + (f": {note}" if note else "")
+        return self._lift(iv, media_ts, "overturned", detail, reviewer=reviewer, note=note)
+
+    def _lift(
+        self, iv: Intervention, now: float, reason: str, detail: str, *, reviewer: str = "", note: str = ""
+    ) -> InterventionLifted:
+        del self.active[iv.intervention_id]
+        self._lifted.add(iv.intervention_id)
+        self.seq += 1
+        return InterventionLifted(
+            stream_id=self.stream_id,
+            media_ts=now,
+            lift_id=make_id("lf", iv.intervention_id),
+            intervention_id=iv.intervention_id,
+            seq=self.seq,
+            reason=reason,
+            action=iv.action,
+            tier=iv.tier,
+            category=iv.category,
+            effects=iv.effects,
+            policy=iv.policy,
+            policy_hash=iv.policy_hash,
+            detail=detail,
+            reviewer=reviewer,
+            note=note,
+        )
 
     def _escalations(self, risk: StreamRisk, levels: dict[str, float]) -> list[Intervention]:
         esc = self.policy.ladder.escalation
@@ -114,9 +176,12 @@ class StreamLadder:
         return out
 
     def next_deadline(self, risk: StreamRisk) -> float | None:
-        """The media time at which the stream could step down with no new signals (None: nothing pending)."""
+        """The media time at which, with no new signals, the stream could step down or an intervention
+        expire (None: nothing pending)."""
+        expiries = [end for iv in self.active.values() if (end := iv.expires_at) is not None]
+        expiry = min(expiries, default=math.inf)
         if self.tier < 0:
-            return None
+            return expiry + DEADLINE_EPSILON if math.isfinite(expiry) else None
         # Only categories that can hold the current tier block stepping down from it.
         below = max(
             (
@@ -126,7 +191,7 @@ class StreamLadder:
             ),
             default=risk.clock,
         )
-        deadline = max(below, self.entered_at + self.policy.ladder.min_dwell_s)
+        deadline = min(max(below, self.entered_at + self.policy.ladder.min_dwell_s), expiry)
         return deadline + DEADLINE_EPSILON if math.isfinite(deadline) else None
 
     def _intervention(
@@ -154,6 +219,7 @@ class StreamLadder:
         start = min((r.media_ts for r in refs), default=risk.clock)
         end = max((r.end_ts for r in refs), default=risk.clock)
         excerpt = next((r.excerpt for r in reversed(refs) if r.excerpt), "")
+        thumbnail = next((r.thumbnail for r in reversed(refs) if r.thumbnail), "")
         span = f"{len(refs)} signal(s) at {start:.1f}-{end:.1f}s"
         effects: tuple[str, ...]
         if escalate:
@@ -186,4 +252,5 @@ class StreamLadder:
             excerpt=excerpt,
             message=tier.message if not escalate else "",
             duration_s=tier.duration_s if not escalate else 0.0,
+            thumbnail=thumbnail,
         )

@@ -30,6 +30,8 @@ class SignalRef:
     score: float
     analyzer: str
     excerpt: str
+    #: A reference to the frame the finding came from (``thumbnail`` or ``frame`` evidence), if any.
+    thumbnail: str = ""
 
 
 @dataclass(slots=True)
@@ -78,9 +80,10 @@ class StreamRisk:
         ev.ts = now
         end = signal.end_ts if signal.end_ts is not None else signal.media_ts
         excerpt = str(signal.evidence.get("text", ""))[:200]
-        ev.recent.append(
-            SignalRef(signal.signal_id, signal.media_ts, end, signal.score, signal.analyzer, excerpt)
-        )
+        ev.recent.append(SignalRef(
+            signal.signal_id, signal.media_ts, end, signal.score, signal.analyzer, excerpt,
+            _thumbnail(signal),
+        ))
         return True
 
     def evidence(self, category: str, at: float | None = None) -> float:
@@ -114,6 +117,17 @@ class StreamRisk:
         if ev.value < target:
             return ev.ts
         return ev.ts + cat.half_life_s * math.log2(ev.value / target)
+
+
+def _thumbnail(signal: Signal) -> str:
+    """``evidence["thumbnail"]`` if an analyzer stored a frame, else ``frame:<index>`` of a video finding."""
+    thumbnail = signal.evidence.get("thumbnail")
+    if isinstance(thumbnail, str) and thumbnail:
+        return thumbnail[:500]
+    frame = signal.evidence.get("frame")
+    if isinstance(frame, int) and not isinstance(frame, bool):
+        return f"frame:{frame}"
+    return ""
 
 
 def _decay_factor(cat: CategoryPolicy, dt: float) -> float:

@@ -25,8 +25,7 @@ from aiohttp import web
 from livesafe.batching import BatchedTextAnalyzer
 from livesafe.board.server import Board
 from livesafe.capacity import LoadEstimate, estimate
-from livesafe.core import Monitor
-from livesafe.events import Event, Intervention, StreamState, to_dict
+from livesafe.events import Event, Intervention, InterventionLifted, ReviewVerdict, StreamState, to_dict
 from livesafe.ingest.av_source import AVSource
 from livesafe.ingest.ffmpeg import is_live_url, open_source
 from livesafe.ingest.source import MediaSource, Pacing, SourceError, ingest_options
@@ -34,6 +33,7 @@ from livesafe.ingest.webrtc import WebRTCSource
 from livesafe.ingest.whep import WhepSource
 from livesafe.ingest.whip import WhipEndpoint
 from livesafe.interventions.gateway import Gateway, StreamEnded, StreamStarted
+from livesafe.interventions.lifts import LiftRelay, RelayMonitor
 from livesafe.interventions.outbox import EventLog, Outbox, reraise_swallowed_cancel
 from livesafe.interventions.webhooks import WebhookDispatcher, WebhookEndpoint
 from livesafe.pipeline import Analyzers, StreamSummary, StreamWorker
@@ -98,7 +98,10 @@ class Service:
         self.policy = policy
         self.analyzers = analyzers
         self.options = options
-        self.monitor = Monitor(policy)
+        #: Lifts (expired, risk fell) reach the sink through the relay, in order per stream.
+        self.lifts = LiftRelay(self._deliver)
+        self.monitor = RelayMonitor(policy, self.lifts)
+        self._lifter: asyncio.Task[None] | None = None
         self.events = EventLog(redis_client, prefix=options.prefix)
         self.outbox = Outbox(redis_client, prefix=options.prefix, redeliver_after_s=options.ack_timeout_s)
         self.gateway = Gateway(
@@ -140,6 +143,7 @@ class Service:
                  "cores", self.capacity.per_stream_s, parts, self.capacity.streams, self.capacity.cores)
         if any(hasattr(a, "reload") for a in self.analyzers.vision):
             self._reloader = asyncio.create_task(self._reload_forever(), name="reload-analyzers")
+        self._lifter = asyncio.create_task(self.lifts.run(), name="deliver-lifts")
         return self
 
     async def _reload_forever(self) -> None:
@@ -170,6 +174,9 @@ class Service:
         await self.whip.aclose()
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=STOP_TIMEOUT_S)
+        if self._lifter is not None:
+            self._lifter.cancel()
+            await asyncio.wait([self._lifter])
         for dispatcher in self.webhooks:
             await dispatcher.aclose()
         await self.gateway.aclose()
@@ -286,6 +293,7 @@ class Service:
     def _finished(self, stream_id: str, task: asyncio.Task[StreamSummary]) -> None:
         summary = self._running.pop(stream_id).worker.summary
         self.monitor.forget(stream_id)
+        self.lifts.forget(stream_id)
         self.summaries[stream_id] = summary
         while len(self.summaries) > KEEP_SUMMARIES:
             del self.summaries[next(iter(self.summaries))]
@@ -293,12 +301,43 @@ class Service:
         log.info("stream %s ended: %s", stream_id, how)
 
     async def _sink(self, event: Event) -> None:
+        async with self.lifts.ordered(event.stream_id):  # lifts decided earlier go first
+            await self._deliver(event)
+
+    async def _deliver(self, event: Event) -> None:
         await self.events.append(event)
-        if isinstance(event, Intervention):
+        if isinstance(event, Intervention | InterventionLifted):
             await self.outbox.publish(event)
         reraise_swallowed_cancel()  # redis-py may swallow a cancel of this worker (see outbox)
         if self.board is not None:
             self.board.publish(event)
+
+    async def overturn(
+        self, stream_id: str, intervention_id: str, reviewer: str, note: str = ""
+    ) -> InterventionLifted:
+        """A reviewer overturned an intervention in force: record the verdict and deliver the lift.
+
+        ValueError (with the reason) if the stream is not monitored or the intervention not in force.
+        """
+        if stream_id not in self._running:
+            raise ValueError(f"stream {stream_id!r} is not being monitored")
+        verdict = ReviewVerdict(stream_id, self.monitor.clock(stream_id), intervention_id, "overturn",
+                                reviewer, note)
+        async with self.lifts.ordered(stream_id):
+            [lift] = self.monitor.review(verdict)
+            self.lifts.push((lift,))  # from here on it is delivered, whatever fails below
+            await self.events.append(verdict)  # before the lift it causes, so replay sees the cause
+        async with self.lifts.ordered(stream_id):  # delivers it now
+            pass
+        log.info("%s overturned %s on stream %s", reviewer, intervention_id, stream_id)
+        return lift
+
+    def find_stream(self, intervention_id: str) -> str | None:
+        """The monitored stream on which ``intervention_id`` is in force, if any."""
+        for stream_id in self._running:
+            if any(iv.intervention_id == intervention_id for iv in self.monitor.active(stream_id)):
+                return stream_id
+        return None
 
     async def _on_started(self, message: StreamStarted) -> None:
         self.start_stream(message.stream_id, message.source, message.metadata)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,8 @@ import pytest
 import redis.asyncio
 
 from livesafe.api import HttpServer, make_app
+from livesafe.client import BackendClient
+from livesafe.events import Ack, Intervention, InterventionLifted, ReviewVerdict, Signal, to_dict
 from livesafe.pipeline import Analyzers
 from livesafe.policy import load_policy
 from livesafe.service import Service, ServiceOptions
@@ -77,3 +80,63 @@ async def test_bad_requests_are_refused_with_a_reason(
 async def test_health_needs_no_token(api: tuple[Service, str]) -> None:
     _, url = api
     assert await call("GET", f"{url}/v1/health") == (200, {"type": "ok"})
+
+
+async def running_stream_with_a_warning(service: Service, tmp_path: Path) -> Intervention:
+    """A running stream (a real clip, no models) on which the core decided a warning."""
+    clip = make_clip(tmp_path / "c.mp4", 30.0, size=(64, 48))
+    service.start_stream("s1", str(clip))
+    threat = Signal("s1", 0.0, "threat", 0.9, "test", evidence={"text": "I'll find you"})
+    decision = service.monitor.step(threat)
+    [warn] = decision.interventions
+    await service._sink(warn)  # as the stream's worker would
+    return warn
+
+
+async def test_overturn_over_http_lifts_and_the_backend_gets_the_lift(
+    api: tuple[Service, str], tmp_path: Path
+) -> None:
+    service, url = api
+    warn = await running_stream_with_a_warning(service, tmp_path)
+    async with BackendClient(service.gateway.url, "tok") as backend:
+        async with asyncio.timeout(10):
+            assert (await anext(backend)).message == warn
+        status, reply = await call("POST", f"{url}/v1/interventions/{warn.intervention_id}/overturn",
+                                   json={"reviewer": "ana", "note": "song lyrics"}, headers=AUTH)
+        assert (status, reply["type"], reply["for"]) == (200, "ok", "overturn")
+        lift = reply["lift"]
+        assert (lift["type"], lift["intervention_id"], lift["reason"]) == (
+            "intervention.lifted", warn.intervention_id, "overturned")
+        async with asyncio.timeout(10):
+            got = await anext(backend)
+        assert got.lifted is not None and to_dict(got.lifted) == lift
+        await backend.ack(got)
+        await backend.ping()
+    events = await service.events.read(stream_id="s1")
+    verdict = next(e for e in events if isinstance(e, ReviewVerdict))
+    assert (verdict.verdict, verdict.reviewer, verdict.note) == ("overturn", "ana", "song lyrics")
+    assert events.index(verdict) < next(i for i, e in enumerate(events) if isinstance(e, InterventionLifted))
+    assert any(isinstance(e, Ack) and e.lift_id == lift["lift_id"] for e in events)
+    # Overturning it again, or something unknown, is refused with a reason.
+    status, reply = await call("POST", f"{url}/v1/interventions/{warn.intervention_id}/overturn",
+                               json={"stream_id": "s1"}, headers=AUTH)
+    assert status == 404 and "already lifted" in reply["reason"]
+    status, reply = await call("POST", f"{url}/v1/interventions/iv_nope/overturn", headers=AUTH)
+    assert status == 404 and "not in force" in reply["reason"]
+    status, reply = await call("POST", f"{url}/v1/interventions/iv_nope/overturn", json=[1])
+    assert status == 401
+
+
+async def test_lift_decided_by_a_tick_reaches_the_backend(api: tuple[Service, str], tmp_path: Path) -> None:
+    """Risk falls on a calm stream: the worker sinks nothing, the relay still delivers the lift."""
+    service, _ = api
+    warn = await running_stream_with_a_warning(service, tmp_path)
+    deadline = service.monitor.next_deadline("s1")
+    assert deadline is not None
+    assert service.monitor.tick("s1", deadline).lifted == ()  # taken by the relay
+    async with BackendClient(service.gateway.url, "tok", auto_ack=True) as backend:
+        async with asyncio.timeout(10):
+            first, second = await anext(backend), await anext(backend)
+    assert first.message == warn
+    assert second.lifted is not None
+    assert (second.lifted.intervention_id, second.lifted.reason) == (warn.intervention_id, "risk_fell")

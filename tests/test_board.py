@@ -9,7 +9,7 @@ import urllib.request
 from websockets.asyncio.client import connect
 
 from livesafe.board.server import VIEWER_QUEUE, Board
-from livesafe.events import Intervention, RiskUpdate, Signal, Transcript
+from livesafe.events import Intervention, InterventionLifted, RiskUpdate, Signal, Transcript, to_dict
 
 
 def iv(stream: str, ts: float) -> Intervention:
@@ -66,3 +66,18 @@ async def test_a_viewer_that_does_not_read_holds_a_bounded_backlog() -> None:
             viewer = next(iter(board._viewers))
             assert len(viewer.queue) <= VIEWER_QUEUE
             await asyncio.sleep(0)
+
+
+async def test_lifts_show_beside_the_interventions_they_end() -> None:
+    warn = iv("s1", 2.0)
+    lift = InterventionLifted("s1", 30.0, "lf-1", warn.intervention_id, 2, "risk_fell", "warn", "warn",
+                              "threat", ("notice",), "default", "abc", detail="risk fell")
+    async with Board() as board:
+        board.publish(warn)
+        async with connect(f"ws://127.0.0.1:{board.port}/v1/board") as ws:
+            json.loads(await ws.recv())  # snapshot
+            board.publish(lift)
+            update = json.loads(await ws.recv())
+        assert update == {"type": "event", "event": to_dict(lift)}
+        (s1,) = board.snapshot()["streams"]
+        assert [x["type"] for x in s1["interventions"]] == ["intervention", "intervention.lifted"]

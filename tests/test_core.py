@@ -7,7 +7,15 @@ import dataclasses
 import pytest
 
 from livesafe.core import Monitor
-from livesafe.events import Intervention, Signal, from_dict, to_dict
+from livesafe.events import (
+    Intervention,
+    InterventionLifted,
+    ReviewVerdict,
+    Signal,
+    from_dict,
+    make_id,
+    to_dict,
+)
 from livesafe.policy import Policy, load_policy
 
 
@@ -76,26 +84,97 @@ def test_severe_category_skips_tiers(policy: Policy) -> None:
     assert [iv.action for iv in out] == ["restrict", "escalate"]
 
 
-def test_steps_down_after_decay_and_dwell_then_cooldown_suppresses(policy: Policy) -> None:
+def test_steps_down_after_decay_and_dwell_lifts_then_reentry_acts_again(policy: Policy) -> None:
     policy = dataclasses.replace(policy, ladder=dataclasses.replace(policy.ladder, cooldown_s=600.0))
     monitor = Monitor(policy)
-    assert [iv.action for iv in monitor.feed(sig(10.0))] == ["warn"]
+    [warn] = monitor.feed(sig(10.0))
+    assert warn.action == "warn" and monitor.active("s1") == (warn,)
     deadline = monitor.next_deadline("s1")
     assert deadline is not None and deadline > 10.0 + policy.ladder.min_dwell_s
-    # Nothing changes just before the deadline, the tier drops at it.
-    assert monitor.tick("s1", deadline - 0.01).tier_change is None
-    change = monitor.tick("s1", deadline).tier_change
-    assert change is not None and change.before == 1 and change.after < 1
-    # Back up to warn within the cooldown: the tier is entered but not issued again.
+    # Nothing changes just before the deadline, the tier drops at it and the warning is lifted.
+    early = monitor.tick("s1", deadline - 0.01)
+    assert early.tier_change is None and early.lifted == ()
+    step = monitor.tick("s1", deadline)
+    assert step.tier_change is not None and step.tier_change.before == 1 and step.tier_change.after < 1
+    [lift] = step.lifted
+    assert (lift.intervention_id, lift.reason, lift.seq, lift.media_ts) == (
+        warn.intervention_id, "risk_fell", 2, deadline)
+    assert lift.effects == warn.effects and monitor.active("s1") == ()
+    # Back up to warn within the cooldown: the warning was lifted, so it is issued again.
     out = monitor.feed(sig(deadline + 1.0, score=0.45))
     assert monitor.tier("s1") == "warn"
-    assert [iv.action for iv in out if iv.action == "warn"] == []
-    # After the cooldown it is issued again.
+    assert [(iv.action, iv.seq) for iv in out] == [("warn", 3)]
+
+
+def test_cooldown_suppresses_a_tier_that_was_not_lifted(policy: Policy) -> None:
+    policy = dataclasses.replace(policy, ladder=dataclasses.replace(policy.ladder, cooldown_s=600.0))
+    monitor = Monitor(policy)
+    assert [iv.action for iv in monitor.feed(sig(10.0, score=0.45))] == ["observe"]
+    while (d := monitor.next_deadline("s1")) is not None:
+        assert monitor.tick("s1", d).lifted == ()  # observe is board-only: nothing to lift
+    assert monitor.tier("s1") == "none"
+    assert monitor.feed(sig(100.0, score=0.45)) == []  # within the cooldown: entered, not issued
+    assert monitor.tier("s1") == "observe"
     while (d := monitor.next_deadline("s1")) is not None:
         monitor.tick("s1", d)
+    assert [iv.action for iv in monitor.feed(sig(10.0 + 600.0, score=0.45))] == ["observe"]
+
+
+def test_restriction_expires_after_its_duration(policy: Policy) -> None:
+    tiers = tuple(dataclasses.replace(t, duration_s=30.0) if t.kind == "restrict" else t
+                  for t in policy.ladder.tiers)
+    policy = dataclasses.replace(policy, ladder=dataclasses.replace(policy.ladder, tiers=tiers))
+    monitor = Monitor(policy)
+    restrict, escalate = monitor.feed(sig(3.0, "self_harm", 0.9))
+    assert (restrict.action, escalate.action) == ("restrict", "escalate")
+    assert restrict.expires_at == 33.0 and escalate.expires_at is None
+    assert monitor.active("s1") == (restrict,)  # a review request is not an effect in force
+    deadline = monitor.next_deadline("s1")
+    assert deadline is not None and 33.0 <= deadline < 33.001
+    assert monitor.tick("s1", 32.9).lifted == ()
+    decision = monitor.tick("s1", deadline)
+    [lift] = decision.lifted
+    assert (lift.intervention_id, lift.reason, lift.seq) == (restrict.intervention_id, "expired", 3)
+    assert decision.tier_change is None and monitor.tier("s1") == "restrict"
+    assert monitor.active("s1") == ()
+
+
+def test_cut_is_not_lifted_by_falling_risk_but_can_be_overturned(policy: Policy) -> None:
+    monitor = Monitor(policy)
+    out = [iv for s in (sig(12.0), sig(20.0), sig(30.0)) for iv in monitor.feed(s)]
+    assert [iv.action for iv in out] == ["warn", "restrict", "escalate", "cut"]
+    lifts: list[InterventionLifted] = []
+    while (d := monitor.next_deadline("s1")) is not None:
+        lifts.extend(monitor.tick("s1", d).lifted)
     assert monitor.tier("s1") == "none"
-    out = monitor.feed(sig(10.0 + policy.ladder.cooldown_s))
-    assert [iv.action for iv in out] == ["warn"]
+    warn, restrict, _, cut = out
+    assert [(x.intervention_id, x.reason) for x in lifts] == [
+        (restrict.intervention_id, "risk_fell"), (warn.intervention_id, "risk_fell")]
+    assert monitor.active("s1") == (cut,)
+    verdict = ReviewVerdict("s1", 0.0, cut.intervention_id, "overturn", reviewer="ana", note="a film quote")
+    [lift] = monitor.review(verdict)
+    assert (lift.reason, lift.reviewer, lift.note) == ("overturned", "ana", "a film quote")
+    assert lift.action == "cut"
+    assert lift.media_ts == monitor.clock("s1") and lift.seq == 7
+    assert lift.lift_id == make_id("lf", cut.intervention_id)
+    with pytest.raises(ValueError, match="already lifted"):
+        monitor.review(verdict)
+    assert monitor.review(dataclasses.replace(verdict, verdict="uphold")) == ()
+
+
+@pytest.mark.parametrize(
+    ("verdict", "reason"),
+    [
+        (ReviewVerdict("s1", 1.0, "iv_nope", "overturn"), "not in force"),
+        (ReviewVerdict("s9", 1.0, "iv_nope", "overturn"), "no interventions in force"),
+        (ReviewVerdict("s1", 1.0, "iv_nope", "shrug"), "unknown verdict"),
+    ],
+)
+def test_bad_verdicts_are_refused(policy: Policy, verdict: ReviewVerdict, reason: str) -> None:
+    monitor = Monitor(policy)
+    monitor.feed(sig(1.0))
+    with pytest.raises(ValueError, match=reason):
+        monitor.review(verdict)
 
 
 def test_streams_are_independent(policy: Policy) -> None:
@@ -119,3 +198,19 @@ def test_interventions_round_trip_through_json(policy: Policy) -> None:
         assert isinstance(back, Intervention)
         assert to_dict(back) == to_dict(iv)
         assert dataclasses.replace(back, rule=iv.rule) == iv
+
+
+def test_lifts_round_trip_through_json(policy: Policy) -> None:
+    monitor = Monitor(policy)
+    [warn] = monitor.feed(sig(1.0))
+    [lift] = monitor.review(ReviewVerdict("s1", 1.0, warn.intervention_id, "overturn", "ana"))
+    back = from_dict(to_dict(lift))
+    assert isinstance(back, InterventionLifted) and back == lift
+    assert to_dict(lift)["type"] == "intervention.lifted"
+
+
+def test_evidence_cites_a_frame_reference(policy: Policy) -> None:
+    frame = Signal("s1", 4.0, "nudity", 0.99, "nsfw", evidence={"frame": 4})
+    frames = [dataclasses.replace(frame, media_ts=float(t), evidence={"frame": t}) for t in range(9)]
+    out = run(policy, frames)
+    assert out and out[-1].thumbnail == "frame:8"

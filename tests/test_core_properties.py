@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from livesafe.core import Monitor
-from livesafe.events import Intervention, Signal, to_dict
+from livesafe.events import Intervention, InterventionLifted, ReviewVerdict, Signal, to_dict
 from livesafe.policy import load_policy
 
 POLICY = load_policy()
@@ -39,6 +39,32 @@ def feed_all(signals: list[Signal]) -> tuple[Monitor, list[Intervention]]:
     return monitor, [iv for s in signals for iv in monitor.feed(s)]
 
 
+Output = list[Intervention | InterventionLifted]
+
+
+def drive(signals: list[Signal], overturn_every: int = 0) -> Output:
+    """As a live worker drives the core: ticks at every deadline before each signal and after the last,
+    and (every ``overturn_every``-th signal) a reviewer overturning the oldest intervention in force."""
+    monitor = Monitor(POLICY)
+    out: Output = []
+
+    def tick_until(stream: str, until: float) -> None:
+        while (d := monitor.next_deadline(stream)) is not None and d <= until:
+            decision = monitor.tick(stream, d)
+            out.extend([*decision.lifted, *decision.interventions])
+
+    for n, s in enumerate(signals, 1):
+        tick_until(s.stream_id, s.media_ts)
+        decision = monitor.step(s)
+        out.extend([*decision.lifted, *decision.interventions])
+        if overturn_every and n % overturn_every == 0 and (active := monitor.active(s.stream_id)):
+            verdict = ReviewVerdict(s.stream_id, s.media_ts, active[0].intervention_id, "overturn", "rev")
+            out.extend(monitor.review(verdict))
+    for stream in {s.stream_id for s in signals}:
+        tick_until(stream, float("inf"))
+    return out
+
+
 @given(timelines())
 def test_same_input_same_output(signals: list[Signal]) -> None:
     _, a = feed_all(signals)
@@ -56,24 +82,28 @@ def test_never_escalates_without_evidence(signals: list[Signal]) -> None:
 
 @given(timelines())
 def test_cooldowns_hold(signals: list[Signal]) -> None:
-    _, out = feed_all(signals)
-    last: dict[tuple[str, str, str], float] = {}
-    for iv in out:
-        if iv.action == "escalate":
-            key, gap = (iv.stream_id, "escalate", iv.category), POLICY.ladder.escalation.cooldown_s
+    last: dict[tuple[str, str, str], Intervention] = {}
+    lifted: set[str] = set()
+    for x in drive(signals):
+        if isinstance(x, InterventionLifted):
+            lifted.add(x.intervention_id)
+            continue
+        if x.action == "escalate":
+            key, gap = (x.stream_id, "escalate", x.category), POLICY.ladder.escalation.cooldown_s
         else:
-            key, gap = (iv.stream_id, iv.tier, ""), POLICY.ladder.cooldown_s
-        if key in last:
-            assert iv.media_ts - last[key] >= gap
-        last[key] = iv.media_ts
+            key, gap = (x.stream_id, x.tier, ""), POLICY.ladder.cooldown_s
+        if key in last and last[key].intervention_id not in lifted:
+            assert x.media_ts - last[key].media_ts >= gap
+        last[key] = x
 
 
-@given(timelines())
-def test_every_intervention_is_justified(signals: list[Signal]) -> None:
-    _, out = feed_all(signals)
+@given(timelines(), st.integers(0, 5))
+def test_every_intervention_is_justified(signals: list[Signal], overturn_every: int) -> None:
     seqs: dict[str, list[int]] = defaultdict(list)
-    for iv in out:
-        seqs[iv.stream_id].append(iv.seq)
+    for iv in drive(signals, overturn_every):
+        seqs[iv.stream_id].append(iv.seq)  # interventions and lifts share one sequence per stream
+        if isinstance(iv, InterventionLifted):
+            continue
         assert iv.signal_ids, "an intervention must cite the signals it rests on"
         assert iv.policy_hash == POLICY.hash
         if iv.action != "escalate":
@@ -103,15 +133,52 @@ def test_steps_down_only_after_dwell_and_reaches_none_without_evidence(signals: 
             if change.after < change.before:
                 assert entered is not None and change.media_ts - entered >= POLICY.ladder.min_dwell_s
             entered = change.media_ts
-    # With no more signals, ticking at each deadline walks the ladder down to nothing.
-    for _ in range(len(POLICY.ladder.tiers) + 1):
+    # With no more signals, ticking at each deadline walks the ladder down to nothing (or lifts an
+    # intervention whose duration ran out), and only a cut stays in force.
+    for _ in range(len(POLICY.ladder.tiers) + len(monitor.active("a")) + 1):
         deadline = monitor.next_deadline("a")
         if deadline is None:
             break
         before = monitor.tier("a")
-        change = monitor.tick("a", deadline).tier_change
-        assert change is not None and change.after < change.before, (before, deadline)
+        decision = monitor.tick("a", deadline)
+        change = decision.tier_change
+        stepped = change is not None and change.after < change.before
+        assert stepped or decision.lifted, (before, deadline)
     assert monitor.next_deadline("a") is None and monitor.tier("a") == "none"
+    assert {iv.action for iv in monitor.active("a")} <= {"cut"}
+
+
+@given(timelines(), st.integers(0, 5))
+def test_lifts_refer_to_earlier_interventions_of_their_stream_once(
+    signals: list[Signal], overturn_every: int
+) -> None:
+    out = drive(signals, overturn_every)
+    issued: dict[str, Intervention] = {}
+    lifted: set[str] = set()
+    for x in out:
+        if isinstance(x, Intervention):
+            issued[x.intervention_id] = x
+            continue
+        iv = issued.get(x.intervention_id)
+        assert iv is not None, "a lift must follow the intervention it lifts"
+        assert iv.stream_id == x.stream_id and iv.liftable
+        assert x.intervention_id not in lifted, "lifted twice"
+        lifted.add(x.intervention_id)
+        assert x.media_ts >= iv.media_ts and x.seq > iv.seq
+        assert (x.action, x.tier, x.category, x.effects) == (iv.action, iv.tier, iv.category, iv.effects)
+        if x.reason == "expired":
+            assert iv.expires_at is not None and x.media_ts >= iv.expires_at
+        elif x.reason == "risk_fell":
+            assert iv.action != "cut"
+        else:
+            assert x.reason == "overturned" and overturn_every
+
+
+@given(timelines(), st.integers(0, 5))
+def test_replay_equals_live_with_lifts(signals: list[Signal], overturn_every: int) -> None:
+    assert [to_dict(x) for x in drive(signals, overturn_every)] == [
+        to_dict(x) for x in drive(signals, overturn_every)
+    ]
 
 
 @settings(max_examples=50)

@@ -252,16 +252,25 @@ async def test_malformed_messages_get_reasons_and_connection_stays_usable(gatewa
             ("[1, 2]", "must be a JSON object, got list"),
             ('{"intervention_id": "x"}', "missing 'type'"),
             ('{"type": "dance", "ref": "r1"}', "unknown message type 'dance'"),
-            ('{"type": "ack"}', "ack: missing 'intervention_id'"),
-            ('{"type": "ack", "intervention_id": 5}', "'intervention_id' must be a str"),
+            ('{"type": "ack"}', "ack: Exactly one of intervention_id"),
+            ('{"type": "ack", "intervention_id": 5}',
+             "ack: intervention_id: must be of type 'string', got int"),
             ('{"type": "ack", "intervention_id": "iv_nope"}', "unknown intervention_id 'iv_nope'"),
+            ('{"type": "ack", "lift_id": "lf_nope"}', "unknown lift_id 'lf_nope'"),
+            ('{"type": "nack", "intervention_id": "x"}', "nack: missing 'reason'"),
+            ('{"type": "applied", "intervention_id": "x", "stream_id": "s1"}', "applied: missing 'effects'"),
+            ('{"type": "applied", "intervention_id": "x", "stream_id": "s1", "effects": ["explode"]}',
+             "applied: effects.0: 'explode' is not one of"),
             ('{"type": "stream.started", "stream_id": "s9"}', "no stream handler"),
+            ('{"type": "stream.started", "stream_id": ""}',
+             "stream.started: stream_id: '' should be non-empty"),
         ]
         for text, reason in cases:
             await ws.send(text)
             reply = await recv_json(ws)
             assert reply["type"] == "error"
             assert reason in reply["reason"]
+            assert reply["code"] in ("bad_json", "bad_message", "unknown_type", "unknown_id", "refused")
         await ws.send(b"\x00binary")
         assert "binary frames" in (await recv_json(ws))["reason"]
 
@@ -314,7 +323,7 @@ async def test_control_messages_reach_callbacks(gateway: GatewayFactory) -> None
 
         with pytest.raises(GatewayError, match="unsupported source ftp://y"):
             await client.send_control({"type": "stream.started", "stream_id": "s2", "source": "ftp://y"})
-        with pytest.raises(GatewayError, match="'metadata' must be a dict"):
+        with pytest.raises(GatewayError, match="metadata: must be of type 'object', got list"):
             await client.send_control({"type": "stream.started", "stream_id": "s2", "metadata": [1]})
 
         await client.send_control({"type": "stream.ended", "stream_id": "s1"})

@@ -13,7 +13,7 @@ import redis.asyncio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from livesafe.events import Ack, Event, Intervention, Signal, make_id
+from livesafe.events import Ack, Event, Intervention, InterventionLifted, Signal, make_id
 from livesafe.interventions.outbox import EventLog, Outbox
 from livesafe.store import open_redis
 
@@ -94,18 +94,42 @@ async def test_publish_claim_ack(r: redis.asyncio.Redis, prefix: str) -> None:
         assert await outbox.publish(iv)
     assert await outbox.pending() == 0
     deliveries = await outbox.claim("c1", count=10)
-    assert [d.intervention for d in deliveries] == ivs
+    assert [d.message for d in deliveries] == ivs
     assert [d.attempt for d in deliveries] == [1, 1, 1]
     assert await outbox.pending() == 3
     assert await outbox.claim("c1", count=10) == []
 
     done = await outbox.ack(ivs[1].intervention_id)
     assert done.status == "ok"
-    assert done.intervention == ivs[1]
+    assert done.message == ivs[1]
     assert await outbox.pending() == 2
     assert await outbox.backlog() == 2
     assert (await outbox.ack(ivs[1].intervention_id)).status == "duplicate"
     assert (await outbox.ack("iv_never_published")).status == "unknown"
+
+
+def lift(iv: Intervention, seq: int, reason: str = "risk_fell") -> InterventionLifted:
+    return InterventionLifted(
+        stream_id=iv.stream_id, media_ts=iv.media_ts + 30.0, lift_id=make_id("lf", iv.intervention_id),
+        intervention_id=iv.intervention_id, seq=seq, reason=reason, action=iv.action, tier=iv.tier,
+        category=iv.category, effects=iv.effects, policy=iv.policy, policy_hash=iv.policy_hash,
+    )
+
+
+async def test_lifts_share_the_outbox_and_are_acked_by_lift_id(r: redis.asyncio.Redis, prefix: str) -> None:
+    outbox = Outbox(r, prefix=prefix)
+    iv = intervention(1)
+    lifted = lift(iv, 2)
+    assert await outbox.publish(iv) and await outbox.publish(lifted)
+    assert await outbox.publish(lifted) is False  # idempotent by lift_id
+    first, second = await outbox.claim("c1", count=10)
+    assert (first.message, first.key) == (iv, iv.intervention_id)
+    assert (second.message, second.key) == (lifted, lifted.lift_id)
+    with pytest.raises(TypeError, match="not an intervention"):
+        _ = second.intervention
+    assert (await outbox.ack(lifted.lift_id)).message == lifted
+    assert (await outbox.ack(iv.intervention_id)).message == iv
+    assert await outbox.backlog() == 0
 
 
 async def test_publish_is_idempotent_by_intervention_id(r: redis.asyncio.Redis, prefix: str) -> None:
@@ -115,7 +139,7 @@ async def test_publish_is_idempotent_by_intervention_id(r: redis.asyncio.Redis, 
     assert await outbox.publish(iv) is False
     assert await outbox.publish(intervention(1, reason="same id, other text")) is False
     [delivery] = await outbox.claim("c1", count=10)
-    assert delivery.intervention.reason == iv.reason  # the first publish wins
+    assert delivery.message.reason == iv.reason  # the first publish wins
     await outbox.ack(iv.intervention_id)
     assert await outbox.publish(iv) is False  # acked is still published: never sent twice
     assert await outbox.backlog() == 0
@@ -131,7 +155,7 @@ async def test_unacked_is_redelivered_after_timeout_with_attempt(r: redis.asynci
     assert await outbox.claim("c2") == []  # not overdue yet
     await asyncio.sleep(0.15)  # the redelivery timeout itself is what is under test
     [second] = await outbox.claim("c2")
-    assert (second.intervention, second.entry_id, second.attempt) == (iv, first.entry_id, 2)
+    assert (second.message, second.entry_id, second.attempt) == (iv, first.entry_id, 2)
     await asyncio.sleep(0.15)
     [third] = await outbox.claim("c1")
     assert third.attempt == 3
@@ -150,7 +174,7 @@ async def test_claim_blocks_until_something_is_published(r: redis.asyncio.Redis,
     await outbox.publish(intervention(1))
     async with asyncio.timeout(2):
         [delivery] = await waiting
-    assert delivery.intervention == intervention(1)
+    assert delivery.message == intervention(1)
 
 
 async def test_release_makes_pending_claimable_at_once(r: redis.asyncio.Redis, prefix: str) -> None:
@@ -161,7 +185,7 @@ async def test_release_makes_pending_claimable_at_once(r: redis.asyncio.Redis, p
     assert await outbox.claim("next") == []
     assert await outbox.release("gone") == 2
     again = await outbox.claim("next", count=10)
-    assert [(d.intervention.seq, d.attempt) for d in again] == [(1, 2), (2, 2)]
+    assert [(d.message.seq, d.attempt) for d in again] == [(1, 2), (2, 2)]
     assert await outbox.release("next-idle-consumer") == 0
     # "gone" now holds nothing and can be pruned; "next" still holds two entries.
     assert await outbox.prune_consumers(idle_s=0) == 1
@@ -175,7 +199,7 @@ async def test_unreadable_outbox_entry_is_dropped_not_redelivered(
     await r.xadd(outbox.key, {"intervention_id": "bad", "data": json.dumps({"type": "nope"})})
     await outbox.publish(intervention(1))
     [delivery] = await outbox.claim("c1", count=10)
-    assert delivery.intervention.seq == 1
+    assert delivery.message.seq == 1
     assert await outbox.backlog() == 1
 
 
@@ -186,7 +210,7 @@ async def test_claim_recreates_a_deleted_stream_group(r: redis.asyncio.Redis, pr
     await r.delete(outbox.key)
     assert await outbox.pending() == 0
     await outbox.publish(intervention(2))
-    assert [d.intervention.seq for d in await outbox.claim("c1")] == [2]
+    assert [d.message.seq for d in await outbox.claim("c1")] == [2]
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -203,8 +227,8 @@ async def test_any_intervention_survives_the_outbox(
     try:
         await outbox.publish(iv)
         [delivery] = await outbox.claim("c1")
-        assert delivery.intervention == iv
-        assert (await outbox.ack(iv.intervention_id)).intervention == iv
+        assert delivery.message == iv
+        assert (await outbox.ack(iv.intervention_id)).message == iv
     finally:
         await r.delete(outbox.key, f"{outbox.key}:id:{iv.intervention_id}")
 

@@ -22,7 +22,7 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from livesafe.events import Event, Intervention, RiskUpdate, Signal, Transcript, to_dict
+from livesafe.events import Event, Intervention, InterventionLifted, RiskUpdate, Signal, Transcript, to_dict
 
 log = logging.getLogger(__name__)
 
@@ -120,8 +120,8 @@ class Board:
                 view.levels[event.category] = event.level
         elif isinstance(event, Transcript):
             view.transcripts.append({"media_ts": event.media_ts, "text": event.text})
-        elif isinstance(event, Intervention):
-            view.interventions.append(data)
+        elif isinstance(event, Intervention | InterventionLifted):
+            view.interventions.append(data)  # lifts beside the interventions they end, in order
         elif isinstance(event, Signal):
             return  # too many to forward; their effect arrives as risk updates
         self._broadcast({"type": "event", "event": data})

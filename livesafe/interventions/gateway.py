@@ -8,26 +8,25 @@ for ``ack_timeout_s`` is resent, and whatever a dropped connection held is relea
 reconnection receives it without waiting. Delivery is at-least-once: backends dedupe by
 ``intervention_id``.
 
-Wire protocol ``livesafe.v0`` (JSON text frames, at most ``max_message_bytes`` each; a larger frame
-closes the connection with code 1009). Handshake: ``GET /v1/backend`` with ``Authorization: Bearer
-<token>`` (or ``?token=<token>``); otherwise HTTP 401 with the reason as body.
+Wire protocol ``livesafe.v1``, documented in ``docs/protocol.md``, with one JSON Schema per message in
+``protocol.schema.json`` (see :mod:`livesafe.interventions.protocol`); every incoming message is
+validated against its schema before the gateway acts on it. JSON text frames, at most
+``max_message_bytes`` each (a larger frame closes the connection with code 1009). Handshake: ``GET
+/v1/backend`` with ``Authorization: Bearer <token>`` (or ``?token=<token>``); otherwise HTTP 401 with
+the reason as body.
 
-Server → backend:
-  ``{"type": "hello", "protocol": "livesafe.v0", "backend": name, "ack_timeout_s": s,
-  "max_message_bytes": n}`` once, first;
-  ``{"type": "intervention", ...to_dict(intervention), "delivery": {"attempt": n}}``;
-  ``{"type": "ok", "for": type, "stream_id": id}`` after an accepted control message;
-  ``{"type": "pong"}`` answering a ping;
-  ``{"type": "error", "reason": why}`` for anything it could not accept (the connection stays open).
-  Replies echo the ``ref`` of the message they answer when it had one (a string or integer).
+Server → backend: ``hello`` once, first (protocol, supported versions, backend name, ack timeout, size
+limit); ``intervention`` and ``intervention.lifted`` from the outbox, each with ``delivery.attempt``;
+``stream.state`` (informational); ``ok`` after an accepted control message; ``pong``; ``error`` with a
+``code`` and a ``reason`` for anything it could not accept (the connection stays open, except after a
+``hello`` naming an unsupported protocol: then it closes with 1002). Replies echo the ``ref`` of the
+message they answer when it had one (a string or integer).
 
-Backend → server:
-  ``{"type": "ack", "intervention_id": id}``; ``{"type": "nack", "intervention_id": id, "reason": why}``
-  (a nack is final: recorded, never redelivered); ``{"type": "stream.started", "stream_id": id,
-  "source": url, "metadata": {...}}``; ``{"type": "stream.ended", "stream_id": id}``;
-  ``{"type": "ping"}``. Acks and nacks get no reply unless they fail; a repeated ack of the same id is
-  ignored. Messages of one connection are handled in order, so a pong also confirms that everything
-  sent before the ping (acks included) has been recorded.
+Backend → server: ``hello`` (optional: its protocol version); ``ack`` / ``nack`` (with a reason; final,
+never redelivered) / ``applied`` (what it did; also acknowledges) by ``intervention_id`` or ``lift_id``;
+``stream.started``; ``stream.ended``; ``ping``. Acks, nacks and applied get no reply unless they fail;
+a repeated ack of the same id is ignored. Messages of one connection are handled in order, so a pong
+also confirms that everything sent before the ping (acks included) has been recorded.
 """
 
 from __future__ import annotations
@@ -52,13 +51,17 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 from websockets.protocol import State
 
-from livesafe.events import Ack, to_dict
+from livesafe.events import Ack, Intervention, InterventionLifted, to_dict
 from livesafe.interventions.outbox import DEFAULT_PREFIX, EventLog, Outbox, reraise_swallowed_cancel
+from livesafe.interventions.protocol import PROTOCOL, SUPPORTED, ProtocolError, check_incoming
+
+__all__ = ["PATH", "PROTOCOL", "SUPPORTED", "Gateway", "ProtocolError", "StreamEnded", "StreamStarted"]
 
 logger = logging.getLogger(__name__)
 
-PROTOCOL = "livesafe.v0"
 PATH = "/v1/backend"
+#: Close code after a ``hello`` naming a protocol version this gateway does not speak.
+CLOSE_UNSUPPORTED = 1002
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,30 +88,14 @@ StreamStartedHandler = Callable[[StreamStarted], Awaitable[None]]
 StreamEndedHandler = Callable[[StreamEnded], Awaitable[None]]
 
 
-class ProtocolError(ValueError):
-    """A message the gateway cannot accept; the text is sent back as the error ``reason``."""
-
-
-def _error(reason: str, ref: object = None) -> dict[str, Any]:
-    return _with_ref({"type": "error", "reason": reason}, ref)
+def _error(reason: str, ref: object = None, code: str = "bad_message", **extra: Any) -> dict[str, Any]:
+    return _with_ref({"type": "error", "code": code, "reason": reason, **extra}, ref)
 
 
 def _with_ref(reply: dict[str, Any], ref: object) -> dict[str, Any]:
     if isinstance(ref, str | int) and not isinstance(ref, bool):
         reply["ref"] = ref
     return reply
-
-
-def _field(msg: Mapping[str, Any], name: str, kind: type, default: Any = None) -> Any:
-    """``msg[name]`` checked to be a ``kind`` (and non-empty when required, i.e. no default)."""
-    value = msg.get(name, default)
-    if value is None or (default is None and value == ""):
-        raise ProtocolError(f"{msg.get('type')}: missing {name!r}")
-    if not isinstance(value, kind):
-        raise ProtocolError(
-            f"{msg.get('type')}: {name!r} must be a {kind.__name__}, got {type(value).__name__}"
-        )
-    return value
 
 
 async def _cancel_and_wait(task: asyncio.Task[Any]) -> None:
@@ -160,8 +147,10 @@ class Gateway:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._open: set[ServerConnection] = set()
         self._handlers: dict[str, Callable[[str, Mapping[str, Any]], Awaitable[dict[str, Any] | None]]] = {
+            "hello": self._on_hello,
             "ack": self._on_ack,
             "nack": self._on_ack,
+            "applied": self._on_ack,
             "stream.started": self._on_stream_started,
             "stream.ended": self._on_stream_ended,
             "ping": self._on_ping,
@@ -266,6 +255,7 @@ class Gateway:
         hello = {
             "type": "hello",
             "protocol": PROTOCOL,
+            "supported": list(SUPPORTED),
             "backend": backend,
             "ack_timeout_s": self.ack_timeout_s,
             "max_message_bytes": self.max_message_bytes,
@@ -280,6 +270,8 @@ class Gateway:
                 reply = await self._on_message(backend, raw)
                 if reply is not None:
                     await ws.send(json.dumps(reply))
+                    if reply.get("code") == "unsupported_protocol":
+                        await ws.close(CLOSE_UNSUPPORTED, "unsupported protocol version")
         except ConnectionClosed as exc:
             logger.info("backend %r (%s) disconnected: %s", backend, consumer, exc)
         finally:
@@ -338,62 +330,81 @@ class Gateway:
             reraise_swallowed_cancel()
             delay = 0.1
             for delivery in deliveries:
-                message = {**to_dict(delivery.intervention), "delivery": {"attempt": delivery.attempt}}
+                message = {**to_dict(delivery.message), "delivery": {"attempt": delivery.attempt}}
                 await ws.send(json.dumps(message))
 
     # -- messages --------------------------------------------------------------------------------
 
     async def _on_message(self, backend: str, raw: str | bytes) -> dict[str, Any] | None:
         """The reply to one backend message, if any. Never raises for anything the backend sends."""
+        reply = await self._reply(backend, raw)
+        if reply is not None and reply["type"] == "error":
+            logger.warning("refused a message from %r (%s): %s", backend, reply["code"], reply["reason"])
+        return reply
+
+    async def _reply(self, backend: str, raw: str | bytes) -> dict[str, Any] | None:
         if isinstance(raw, bytes):
-            return _error("binary frames are not supported: send JSON text frames")
+            return _error("binary frames are not supported: send JSON text frames", code="bad_frame")
         try:
             msg = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            return _error(f"malformed JSON: {exc}")
-        if not isinstance(msg, dict):
-            return _error(f"a message must be a JSON object, got {type(msg).__name__}")
-        kind, ref = msg.get("type"), msg.get("ref")
-        handler = self._handlers.get(kind) if isinstance(kind, str) else None
-        if handler is None:
-            expected = ", ".join(sorted(self._handlers))
-            what = "missing 'type'" if kind is None else f"unknown message type {kind!r}"
-            return _error(f"{what}; expected one of: {expected}", ref)
+        except (json.JSONDecodeError, RecursionError) as exc:
+            return _error(f"malformed JSON: {exc}"[:300], code="bad_json")
+        ref = msg.get("ref") if isinstance(msg, dict) else None
+        kind = str(msg.get("type"))[:50] if isinstance(msg, dict) else "message"
         try:
-            reply = await handler(backend, msg)
+            reply = await self._handlers[check_incoming(msg)](backend, msg)
         except ProtocolError as exc:
-            return _error(str(exc), ref)
+            return _error(str(exc), ref, exc.code, **exc.extra)
         except redis.RedisError as exc:
             logger.error("%s from %r not recorded: %s", kind, backend, exc)
-            return _error(f"{kind} not recorded, storage unavailable; retry later", ref)
+            return _error(f"{kind} not recorded, storage unavailable; retry later", ref, "unavailable")
         except Exception:
             logger.exception("internal error handling %s from %r", kind, backend)
-            return _error(f"internal error handling {kind}", ref)
+            return _error(f"internal error handling {kind}", ref, "internal")
         return None if reply is None else _with_ref(reply, ref)
 
+    async def _on_hello(self, backend: str, msg: Mapping[str, Any]) -> dict[str, Any]:
+        protocol = str(msg["protocol"])
+        if protocol not in SUPPORTED:
+            raise ProtocolError(
+                f"hello: protocol {protocol[:50]!r} is not supported; this gateway speaks "
+                f"{', '.join(SUPPORTED)}", "unsupported_protocol", supported=list(SUPPORTED)
+            )
+        logger.info("backend %r speaks %s (%s)", backend, protocol, str(msg.get("client", ""))[:100])
+        return {"type": "ok", "for": "hello", "protocol": protocol}
+
     async def _on_ack(self, backend: str, msg: Mapping[str, Any]) -> dict[str, Any] | None:
+        """``ack``, ``nack`` and ``applied``: settle the outbox entry and record it in the audit log."""
         status = str(msg["type"])
-        intervention_id: str = _field(msg, "intervention_id", str)
-        reason: str = _field(msg, "reason", str, "")
-        result = await self.outbox.ack(intervention_id)
+        key = str(msg.get("lift_id") or msg["intervention_id"])
+        result = await self.outbox.ack(key)
         if result.status == "unknown":
-            raise ProtocolError(f"{status}: unknown intervention_id {intervention_id!r}")
-        if result.status == "duplicate":
-            logger.debug("%r repeated %s of %s; ignored", backend, status, intervention_id)
+            field = "lift_id" if "lift_id" in msg else "intervention_id"
+            raise ProtocolError(f"{status}: unknown {field} {key!r}", "unknown_id")
+        if result.status == "duplicate" and status != "applied":
+            logger.debug("%r repeated %s of %s; ignored", backend, status, key)
             return None
-        done = result.intervention
+        done = result.message
+        stream_id, media_ts, intervention_id, lift_id = str(msg.get("stream_id", "")), 0.0, key, ""
+        if isinstance(done, Intervention | InterventionLifted):
+            stream_id, media_ts, intervention_id = done.stream_id, done.media_ts, done.intervention_id
+        if isinstance(done, InterventionLifted) or "lift_id" in msg:
+            lift_id = key
+        reason = str(msg.get("detail", "") if status == "applied" else msg.get("reason", ""))
         await self.events.append(
             Ack(
-                stream_id=done.stream_id if done else "",
-                media_ts=done.media_ts if done else 0.0,
+                stream_id=stream_id,
+                media_ts=media_ts,
                 intervention_id=intervention_id,
                 status=status,
                 backend=backend,
                 reason=reason,
+                lift_id=lift_id,
+                effects=tuple(msg.get("effects", ())),
             )
         )
         log = logger.warning if status == "nack" else logger.info
-        log("%r %sed %s%s", backend, status, intervention_id, f": {reason}" if reason else "")
+        log("%r %s %s%s", backend, status, key, f": {reason}" if reason else "")
         return None
 
     async def _on_ping(self, backend: str, msg: Mapping[str, Any]) -> dict[str, Any]:
@@ -402,24 +413,26 @@ class Gateway:
     async def _on_stream_started(self, backend: str, msg: Mapping[str, Any]) -> dict[str, Any]:
         event = StreamStarted(
             backend=backend,
-            stream_id=_field(msg, "stream_id", str),
-            source=_field(msg, "source", str, ""),
-            metadata=_field(msg, "metadata", dict, {}),
+            stream_id=str(msg["stream_id"]),
+            source=str(msg.get("source", "")),
+            metadata=dict(msg.get("metadata", {})),
         )
         if self.on_stream_started is None:
-            raise ProtocolError("stream.started is not accepted here: no stream handler is configured")
+            raise ProtocolError("stream.started is not accepted here: no stream handler is configured",
+                                "refused")
         try:
             await self.on_stream_started(event)
         except ValueError as exc:
-            raise ProtocolError(f"stream.started refused: {exc}") from exc
+            raise ProtocolError(f"stream.started refused: {exc}", "refused") from exc
         return {"type": "ok", "for": "stream.started", "stream_id": event.stream_id}
 
     async def _on_stream_ended(self, backend: str, msg: Mapping[str, Any]) -> dict[str, Any]:
-        event = StreamEnded(backend=backend, stream_id=_field(msg, "stream_id", str))
+        event = StreamEnded(backend=backend, stream_id=str(msg["stream_id"]))
         if self.on_stream_ended is None:
-            raise ProtocolError("stream.ended is not accepted here: no stream handler is configured")
+            raise ProtocolError("stream.ended is not accepted here: no stream handler is configured",
+                                "refused")
         try:
             await self.on_stream_ended(event)
         except ValueError as exc:
-            raise ProtocolError(f"stream.ended refused: {exc}") from exc
+            raise ProtocolError(f"stream.ended refused: {exc}", "refused") from exc
         return {"type": "ok", "for": "stream.ended", "stream_id": event.stream_id}

@@ -3,7 +3,8 @@
 ``EventLog`` is the append-only record of what happened (``{prefix}:events``), bounded by an
 approximate ``MAXLEN`` so a long-running monitor does not grow Redis without limit.
 
-``Outbox`` (``{prefix}:outbox``) is how decisions reach the streaming backend at least once, even
+``Outbox`` (``{prefix}:outbox``) is how decisions (interventions and their lifts, each acknowledged by
+its key: ``intervention_id`` or ``lift_id``) reach the streaming backend at least once, even
 across gateway restarts and backend disconnects. One consumer group (``{prefix}:gateway``) reads it;
 each gateway connection is one consumer. An entry stays pending until the backend acks (or nacks)
 it; an entry pending longer than ``redeliver_after_s`` is claimed again (``XPENDING IDLE`` +
@@ -11,9 +12,9 @@ it; an entry pending longer than ``redeliver_after_s`` is claimed again (``XPEND
 number. Acknowledged entries are deleted, so the stream holds only undelivered or unacknowledged
 work and needs no trimming (trimming would silently drop pending interventions).
 
-Publishing is idempotent by ``intervention_id``: a marker key ``{prefix}:outbox:id:<id>`` (with a
-TTL) is set in the same Lua script as the ``XADD``, so a replay or a retried publish never sends a
-decision twice, and the marker's value (the entry id) lets ``ack`` find the entry by intervention id.
+Publishing is idempotent by key: a marker key ``{prefix}:outbox:id:<key>`` (with a TTL) is set in the
+same Lua script as the ``XADD``, so a replay or a retried publish never sends a decision twice, and the
+marker's value (the entry id) lets ``ack`` find the entry by its key.
 
 Both classes accept clients with or without ``decode_responses``. Keys of one prefix are not given
 a Redis Cluster hash tag; livesafe targets a single Redis server.
@@ -32,16 +33,25 @@ import redis
 import redis.asyncio
 from redis.typing import StreamIdT
 
-from livesafe.events import Event, EventFormatError, Intervention, from_dict, to_dict
+from livesafe.events import (
+    Deliverable,
+    Event,
+    EventFormatError,
+    Intervention,
+    InterventionLifted,
+    delivery_key,
+    from_dict,
+    to_dict,
+)
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_PREFIX = "livesafe"
 
-# KEYS: marker, stream. ARGV: intervention_id, payload, ttl seconds.
+# KEYS: marker, stream. ARGV: key (intervention_id or lift_id), payload, ttl seconds.
 _PUBLISH = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return false end
-local entry = redis.call('XADD', KEYS[2], '*', 'intervention_id', ARGV[1], 'data', ARGV[2])
+local entry = redis.call('XADD', KEYS[2], '*', 'key', ARGV[1], 'data', ARGV[2])
 redis.call('SET', KEYS[1], entry, 'EX', tonumber(ARGV[3]))
 return entry
 """
@@ -146,26 +156,38 @@ class EventLog:
 
 @dataclass(frozen=True, slots=True)
 class Delivery:
-    """An intervention handed to one consumer: ``attempt`` is 1 on first delivery, 2 on the first resend..."""
+    """A message handed to one consumer: ``attempt`` is 1 on first delivery, 2 on the first resend..."""
 
-    intervention: Intervention
+    message: Deliverable
     entry_id: str
     attempt: int
+
+    @property
+    def key(self) -> str:
+        """What the backend acknowledges: the ``intervention_id`` or the ``lift_id``."""
+        return delivery_key(self.message)
+
+    @property
+    def intervention(self) -> Intervention:
+        """The message when it is an intervention; TypeError for a lift (use :attr:`message`, :attr:`key`)."""
+        if not isinstance(self.message, Intervention):
+            raise TypeError(f"delivery {self.key} is an {self.message.type}, not an intervention")
+        return self.message
 
 
 @dataclass(frozen=True, slots=True)
 class AckResult:
     """What :meth:`Outbox.ack` did: ``status`` is ``ok``, ``duplicate`` (already acked) or ``unknown``.
 
-    ``intervention`` is the acknowledged intervention when ``status == "ok"``.
+    ``message`` is the acknowledged intervention or lift when ``status == "ok"``.
     """
 
     status: str
-    intervention: Intervention | None = None
+    message: Deliverable | None = None
 
 
 class Outbox:
-    """Durable, idempotent, at-least-once intervention outbox on ``{prefix}:outbox``."""
+    """Durable, idempotent, at-least-once outbox of interventions and lifts on ``{prefix}:outbox``."""
 
     def __init__(
         self,
@@ -186,14 +208,15 @@ class Outbox:
         self._publish = self.redis.register_script(_PUBLISH)
         self._ack = self.redis.register_script(_ACK)
 
-    def _marker(self, intervention_id: str) -> str:
-        return self._marker_prefix + intervention_id
+    def _marker(self, key: str) -> str:
+        return self._marker_prefix + key
 
-    async def publish(self, intervention: Intervention) -> bool:
-        """Queue ``intervention`` for the backend; ``False`` if its id was already published (a no-op)."""
+    async def publish(self, message: Deliverable) -> bool:
+        """Queue an intervention or a lift for the backend; ``False`` if its key was already published
+        (a no-op)."""
+        key = delivery_key(message)
         entry = await self._publish(
-            keys=[self._marker(intervention.intervention_id), self.key],
-            args=[intervention.intervention_id, _dumps(intervention), self.dedupe_ttl_s],
+            keys=[self._marker(key), self.key], args=[key, _dumps(message), self.dedupe_ttl_s]
         )
         return entry is not None
 
@@ -263,8 +286,8 @@ class Outbox:
             fields = _fields(raw)
             try:
                 event = from_dict(json.loads(fields["data"]))
-                if not isinstance(event, Intervention):
-                    raise EventFormatError(f"expected an intervention, got {event.type!r}")
+                if not isinstance(event, Intervention | InterventionLifted):
+                    raise EventFormatError(f"expected an intervention or a lift, got {event.type!r}")
             except (KeyError, ValueError, EventFormatError) as exc:
                 # A poison entry would be redelivered forever; log it loudly and drop it.
                 logger.error("outbox %s: dropping unreadable entry %s: %s", self.key, entry, exc)
@@ -274,13 +297,13 @@ class Outbox:
             out.append(Delivery(event, entry, attempts.get(entry, 1)))
         return out
 
-    async def ack(self, intervention_id: str) -> AckResult:
-        """Mark ``intervention_id`` done (acked or nacked): it is removed and never redelivered.
+    async def ack(self, key: str) -> AckResult:
+        """Mark the message with this key done (acked or nacked): it is removed and never redelivered.
 
         Works whichever consumer (connection) holds the entry, or none: a backend that reconnected
         may ack what it received on its previous connection.
         """
-        status, payload = await self._ack(keys=[self._marker(intervention_id), self.key], args=[self.group])
+        status, payload = await self._ack(keys=[self._marker(key), self.key], args=[self.group])
         status, payload = _str(status), _str(payload)
         if status != "ok":
             return AckResult(status)
@@ -288,10 +311,10 @@ class Outbox:
             event = from_dict(json.loads(payload))
         except (ValueError, EventFormatError):
             return AckResult(status)
-        return AckResult(status, event if isinstance(event, Intervention) else None)
+        return AckResult(status, event if isinstance(event, Intervention | InterventionLifted) else None)
 
     async def pending(self) -> int:
-        """How many delivered interventions await an ack (0 if nothing was ever claimed)."""
+        """How many delivered messages await an ack (0 if nothing was ever claimed)."""
         try:
             summary = await self.redis.xpending(self.key, self.group)
         except redis.ResponseError as exc:

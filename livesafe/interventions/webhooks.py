@@ -219,16 +219,16 @@ class WebhookDispatcher:
 
     async def _post(self, delivery: Delivery, attempt: int) -> tuple[str, int | None]:
         assert self._session is not None
-        event = delivery.intervention
+        event = delivery.message
         body = json.dumps({**to_dict(event), "delivery": {"attempt": attempt}})
-        headers = sign(self.endpoint.secrets, event.intervention_id, body)
+        headers = sign(self.endpoint.secrets, delivery.key, body)
         try:
             async with self._session.post(self.endpoint.url, data=body, headers=headers) as response:
                 status = response.status
                 await response.read()
         except (aiohttp.ClientError, TimeoutError) as exc:
             self.stats.last_error = f"{type(exc).__name__}: {exc}"
-            log.warning("%s: %s failed (attempt %d): %s", self.consumer, event.intervention_id, attempt,
+            log.warning("%s: %s failed (attempt %d): %s", self.consumer, delivery.key, attempt,
                         self.stats.last_error)
             return "retry", None
         self.stats.statuses[status] = self.stats.statuses.get(status, 0) + 1
@@ -236,10 +236,10 @@ class WebhookDispatcher:
             return "delivered", status
         if 400 <= status < 500 and status not in RETRYABLE_4XX:
             log.error("%s: endpoint refused %s with HTTP %d; not sending it again", self.consumer,
-                      event.intervention_id, status)
+                      delivery.key, status)
             return "rejected", status
         self.stats.last_error = f"HTTP {status}"
-        log.warning("%s: %s got HTTP %d (attempt %d); retrying", self.consumer, event.intervention_id,
+        log.warning("%s: %s got HTTP %d (attempt %d); retrying", self.consumer, delivery.key,
                     status, attempt)
         return "retry", status
 
@@ -247,12 +247,12 @@ class WebhookDispatcher:
         delay = self.initial_backoff_s
         while True:
             try:
-                await self.outbox.ack(delivery.intervention.intervention_id)
+                await self.outbox.ack(delivery.key)
                 break
             except redis.RedisError as exc:  # the receiver has it; keep trying to record that
                 reraise_swallowed_cancel()
                 log.warning("%s: could not ack %s, retrying: %s", self.consumer,
-                            delivery.intervention.intervention_id, exc)
+                            delivery.key, exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.max_backoff_s)
         if outcome == "delivered":
