@@ -6,7 +6,10 @@ Reads ``../shared/data`` beside the checkout (or ``$LIVESAFE_SHARED_DATA``, or `
 ``MANIFEST.md``. Text data sets are scored with :class:`~livesafe.analyzers.text.TextClassifier` (with the
 policy's extra terms); an item counts as flagged for a category when its score is at or above that
 category's ``floor`` in the policy (0.5 for a category the policy lacks). Per data set and category the
-tool reports precision, recall, F1, accuracy and support (positives). Speech clips are transcribed with
+tool reports precision, recall, F1, accuracy and support (positives) at the floor, and how well the scores
+are calibrated: the precision among items scoring >= 0.9 and >= 0.5 (``p@0.9``, ``p@0.5``, with how many
+items that is) and the expected calibration error (``ece``: over 10 equal-width score bins, the
+item-weighted mean gap between the mean score and the rate of positives). Speech clips are transcribed with
 the packaged recognizer and scored by word error rate (WER) after normalisation.
 
 Data sets (:data:`DATASETS`):
@@ -14,7 +17,9 @@ Data sets (:data:`DATASETS`):
 * ``davidson``: the held-out 20 % of Davidson et al. 2017 that ``scripts/train_text_heads.py`` does not
   train on (same tweet cleaning, same ``train_test_split(test_size=0.2, random_state=0, stratify=class)``);
   class 0 (hate) is ``hate``;
-* ``ethos_binary``: ETHOS binary (never trained on); ``isHate >= 0.5`` is ``hate``;
+* ``ethos_binary``: the held-out 30 % of ETHOS binary (``train_test_split(test_size=0.3, random_state=0,
+  stratify=label)``); the training script trains on part of the other 70 % and calibrates on the rest,
+  never on these rows; ``isHate >= 0.5`` is ``hate``;
 * ``cssrs``: the held-out 20 % of C-SSRS Reddit users (the script's user split); a user is positive for
   ``self_harm`` when labelled Ideation, Behavior or Attempt (Supportive and Indicator are negatives, as in
   the script's evaluation), and scores the maximum of their posts' scores;
@@ -24,6 +29,11 @@ Data sets (:data:`DATASETS`):
   16 kHz mono (a row with channel 0 or 1 takes that channel of a stereo file). WER normalisation
   lower-cases and strips punctuation only: numbers are not spelled out, so a reference "in eighteen
   thirteen" against "In 1813." counts as errors.
+* ``fight_clips``: the held-out 25 % of ``video/fight_train`` (two-second CCTV clips, fight / noFight) that
+  ``scripts/train_motion.py`` does not train on (both read :func:`livesafe.analyzers.motion.fight_split`);
+  a fight clip is ``violence``. Each clip is sampled at 8 fps and fed to the motion analyzer as a stream;
+  it scores the maximum of the signals emitted (0 when the clip is too short for a window), so "flagged"
+  means the risk engine would have taken violence evidence from it at the policy's floor.
 
 ``--limit N`` keeps, per data set, a deterministic sample of N items (seed 0, in data order), for quick runs.
 """
@@ -54,13 +64,16 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DATASETS",
+    "ClipSet",
     "DataNotFoundError",
     "Dataset",
     "SpeechClip",
     "TextSet",
     "default_data_dir",
+    "eval_clips",
     "eval_speech",
     "eval_text",
+    "expected_calibration_error",
     "format_table",
     "main",
     "normalize_words",
@@ -72,6 +85,8 @@ ROOT = Path(__file__).resolve().parent.parent
 #: Seed and held-out share of ``scripts/train_text_heads.py`` (its ``SEED`` and ``test_size``).
 SPLIT_SEED = 0
 TEST_SIZE = 0.2
+#: Held-out share of ETHOS binary (the rest trains and calibrates the hate head).
+ETHOS_TEST_SIZE = 0.3
 #: C-SSRS user labels that count as at risk (the script's ``SELF_HARM_LABELS``).
 SELF_HARM_LABELS = frozenset({"Ideation", "Behavior", "Attempt"})
 #: Floor used for a category the policy does not list.
@@ -113,7 +128,22 @@ class SpeechClip:
     quality: str
 
 
-Loaded = TextSet | list[SpeechClip]
+@dataclass(frozen=True, slots=True)
+class ClipSet:
+    """Labelled video clips (absolute paths); per category, one 0/1 label per clip."""
+
+    clips: list[Path]
+    labels: dict[str, list[int]]
+
+    def subset(self, keep: Sequence[int]) -> ClipSet:
+        labels = {c: [v[i] for i in keep] for c, v in self.labels.items()}
+        return ClipSet([self.clips[i] for i in keep], labels)
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+
+Loaded = TextSet | list[SpeechClip] | ClipSet
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +151,7 @@ class Dataset:
     """A registered data set: its ``loader`` reads it from the shared data directory."""
 
     name: str
-    kind: Literal["text", "speech"]
+    kind: Literal["text", "speech", "video"]
     loader: Callable[[Path], Loaded]
 
 
@@ -190,14 +220,31 @@ def cssrs_split(data_dir: Path) -> tuple[list[list[str]], list[str]]:
     return [users[u] for u in u_test], [labels[u] for u in u_test]
 
 
+def read_ethos(data_dir: Path) -> tuple[list[str], list[int]]:
+    """Every ETHOS binary comment and its label (1: ``isHate >= 0.5``)."""
+    rows = _read_csv(data_dir / "text/ethos/Ethos_Dataset_Binary.csv", delimiter=";")
+    return [r["comment"] for r in rows], [int(float(r["isHate"]) >= 0.5) for r in rows]
+
+
+def ethos_split(data_dir: Path) -> tuple[list[str], list[int]]:
+    """The held-out ETHOS comments and labels (30 % stratified, seed 0): the script never trains on them."""
+    from sklearn.model_selection import train_test_split
+
+    texts, labels = read_ethos(data_dir)
+    _, e_test, _, y_test = train_test_split(
+        texts, labels, test_size=ETHOS_TEST_SIZE, random_state=SPLIT_SEED, stratify=labels
+    )
+    return list(e_test), [int(y) for y in y_test]
+
+
 def load_davidson(data_dir: Path) -> TextSet:
     texts, classes = davidson_split(data_dir)
     return _single(texts, {"hate": [int(c == 0) for c in classes]})
 
 
 def load_ethos_binary(data_dir: Path) -> TextSet:
-    rows = _read_csv(data_dir / "text/ethos/Ethos_Dataset_Binary.csv", delimiter=";")
-    return _single([r["comment"] for r in rows], {"hate": [int(float(r["isHate"]) >= 0.5) for r in rows]})
+    texts, labels = ethos_split(data_dir)
+    return _single(texts, {"hate": labels})
 
 
 def load_cssrs(data_dir: Path) -> TextSet:
@@ -237,6 +284,18 @@ def load_speech_refs(data_dir: Path) -> list[SpeechClip]:
     return clips
 
 
+def load_fight_clips(data_dir: Path) -> ClipSet:
+    """The held-out fight_train clips (the motion head's training script never sees them)."""
+    from livesafe.analyzers.motion import fight_split, read_fight_clips
+
+    folder = data_dir / "video" / "fight_train"
+    if not folder.is_dir():
+        raise DataNotFoundError(f"data folder not found: {folder}")
+    clips, labels = read_fight_clips(folder)
+    _, test = fight_split(folder)
+    return ClipSet([clips[i] for i in test], {"violence": [labels[i] for i in test]})
+
+
 DATASETS: dict[str, Dataset] = {
     d.name: d
     for d in (
@@ -245,6 +304,7 @@ DATASETS: dict[str, Dataset] = {
         Dataset("cssrs", "text", load_cssrs),
         Dataset("jigsaw_sample", "text", load_jigsaw_sample),
         Dataset("speech_refs", "speech", load_speech_refs),
+        Dataset("fight_clips", "video", load_fight_clips),
     )
 }
 
@@ -272,6 +332,38 @@ def binary_metrics(labels: Sequence[int], flagged: Sequence[bool]) -> dict[str, 
         "fp": fp,
         "fn": fn,
     }
+
+
+#: Score thresholds whose precision ``eval_text`` reports (a calibrated 0.9 should mean ~90 % precision).
+CALIBRATION_THRESHOLDS = (0.9, 0.5)
+ECE_BINS = 10
+
+
+def expected_calibration_error(labels: Sequence[int], scores: Sequence[float], bins: int = ECE_BINS) -> float:
+    """Item-weighted mean of ``|mean score - rate of positives|`` over ``bins`` equal-width score bins."""
+    if not labels:
+        return 0.0
+    y = np.asarray(labels, dtype=np.float64)
+    s = np.clip(np.asarray(scores, dtype=np.float64), 0.0, 1.0)
+    which = np.minimum((s * bins).astype(np.int64), bins - 1)
+    total = 0.0
+    for b in range(bins):
+        mask = which == b
+        if mask.any():
+            total += float(mask.sum()) * abs(float(s[mask].mean()) - float(y[mask].mean()))
+    return total / len(y)
+
+
+def calibration_metrics(labels: Sequence[int], scores: Sequence[float]) -> dict[str, float | int | None]:
+    """Precision among items scoring at or above each of ``CALIBRATION_THRESHOLDS`` (None where no item
+    does), how many items that is, and the expected calibration error."""
+    out: dict[str, float | int | None] = {}
+    for t in CALIBRATION_THRESHOLDS:
+        hits = [y for y, s in zip(labels, scores, strict=True) if s >= t]
+        out[f"precision_at_{t}"] = round(sum(hits) / len(hits), 4) if hits else None
+        out[f"n_at_{t}"] = len(hits)
+    out["ece"] = round(expected_calibration_error(labels, scores), 4)
+    return out
 
 
 _APOSTROPHE = re.compile(r"['\u2019]")
@@ -345,7 +437,7 @@ def eval_text(data: TextSet, policy: Policy, classifier: TextClassifier) -> dict
             item_scores.append(max((scores[pos + k].get(cat, 0.0) for k in range(len(item))), default=0.0))
             pos += len(item)
         metrics = binary_metrics(labels, [s >= floor for s in item_scores])
-        categories[cat] = {"floor": floor, **metrics}
+        categories[cat] = {"floor": floor, **metrics, **calibration_metrics(labels, item_scores)}
     return {"kind": "text", "n": len(data), "texts": len(flat), "categories": categories}
 
 
@@ -353,12 +445,13 @@ def eval_speech(clips: Sequence[SpeechClip], data_dir: Path, recognizer: SpeechR
     from livesafe.events import AudioChunk
 
     out, errors, words = [], 0, 0
-    for clip in clips:
+    for k, clip in enumerate(clips):
         path = data_dir / "audio" / clip.path
         if not path.is_file():
             raise DataNotFoundError(f"audio clip not found: {path}")
         samples = decode_clip(path, clip.channel)
-        transcripts = recognizer.transcribe(AudioChunk("eval", 0.0, samples, SAMPLE_RATE))
+        # One stream per clip: with language "auto" each clip's language is detected on its own.
+        transcripts = recognizer.transcribe(AudioChunk(f"eval-{k}", 0.0, samples, SAMPLE_RATE))
         hypothesis = " ".join(t.text.strip() for t in transcripts)
         ref = normalize_words(clip.reference)
         distance = edit_distance(ref, normalize_words(hypothesis))
@@ -369,16 +462,56 @@ def eval_speech(clips: Sequence[SpeechClip], data_dir: Path, recognizer: SpeechR
                 "channel": clip.channel,
                 "reference": clip.reference,
                 "hypothesis": hypothesis,
+                "language": transcripts[0].language if transcripts else None,
                 "words": len(ref),
                 "errors": distance,
                 "wer": round(distance / len(ref), 4) if ref else 0.0,
             }
         )
-    return {"kind": "speech", "n": len(out), "clips": out, "wer": round(errors / words, 4) if words else 0.0}
+    return {
+        "kind": "speech",
+        "model": recognizer.name,
+        "n": len(out),
+        "clips": out,
+        "wer": round(errors / words, 4) if words else 0.0,
+    }
 
 
-def run_eval(datasets: list[str] | None, data_dir: Path, policy: Policy, limit: int | None) -> dict[str, Any]:
+def eval_clips(data: ClipSet, policy: Policy) -> dict[str, Any]:
+    """Each clip as a fresh stream of the motion analyzer (8 fps samples), scoring its highest signal."""
+    from livesafe.analyzers.motion import MotionViolenceAnalyzer, sample_clip
+    from livesafe.events import VideoSample
+
+    analyzer = MotionViolenceAnalyzer()
+    scores: list[float] = []
+    for k, path in enumerate(data.clips):
+        stream_id = f"eval-{k}"
+        signals = []
+        for index, (ts, rgb) in enumerate(sample_clip(path, analyzer.required_fps)):
+            signals += analyzer.analyze(VideoSample(stream_id, ts, rgb, index))
+        analyzer.forget(stream_id)
+        scores.append(max((s.score for s in signals if s.category == "violence"), default=0.0))
+    categories: dict[str, Any] = {}
+    for cat, labels in data.labels.items():
+        cat_policy = policy.category(cat)
+        floor = cat_policy.floor if cat_policy is not None else DEFAULT_FLOOR
+        metrics = binary_metrics(labels, [s >= floor for s in scores])
+        categories[cat] = {"floor": floor, **metrics, **calibration_metrics(labels, scores)}
+    return {"kind": "video", "n": len(data), "analyzer": analyzer.name, "categories": categories}
+
+
+def run_eval(
+    datasets: list[str] | None,
+    data_dir: Path,
+    policy: Policy,
+    limit: int | None,
+    speech_model: str = "tiny.en",
+    speech_language: str | None = None,
+) -> dict[str, Any]:
     """Evaluate ``datasets`` (all when None) from ``data_dir``; a JSON-ready dict of the figures.
+
+    Speech runs Whisper ``speech_model`` (``tiny.en`` or ``base``, see ``livesafe.analyzers.whisper_models``)
+    in ``speech_language`` (default: ``en`` for an English-only model, ``auto`` for a multilingual one).
 
     Raises :class:`DataNotFoundError` when ``data_dir`` or a file of a data set is missing, and KeyError
     for an unknown data set name.
@@ -400,11 +533,15 @@ def run_eval(datasets: list[str] | None, data_dir: Path, policy: Policy, limit: 
 
                 classifier = TextClassifier(TextOptions(extra_terms=dict(policy.analyzers.extra_terms)))
             results[name] = eval_text(loaded.subset(_sample(len(loaded), limit)), policy, classifier)
+        elif isinstance(loaded, ClipSet):
+            results[name] = eval_clips(loaded.subset(_sample(len(loaded), limit)), policy)
         else:
             if recognizer is None:
                 from livesafe.analyzers.speech import SpeechOptions, load_recognizer
+                from livesafe.analyzers.whisper_models import AUTO, is_english_only
 
-                recognizer = load_recognizer(SpeechOptions())
+                language = speech_language or ("en" if is_english_only(speech_model) else AUTO)
+                recognizer = load_recognizer(SpeechOptions(model=speech_model, language=language))
             clips = [loaded[i] for i in _sample(len(loaded), limit)]
             results[name] = eval_speech(clips, data_dir, recognizer)
     return {
@@ -419,23 +556,34 @@ def run_eval(datasets: list[str] | None, data_dir: Path, policy: Policy, limit: 
 def format_table(result: dict[str, Any]) -> str:
     """The figures of :func:`run_eval` as plain-text tables."""
     lines = [f"policy {result['policy']}, data {result['data_dir']}, limit {result['limit']}"]
-    text = {k: v for k, v in result["datasets"].items() if v["kind"] == "text"}
+    text = {k: v for k, v in result["datasets"].items() if v["kind"] in ("text", "video")}
     if text:
         lines += [
             "",
             f"{'dataset':<15} {'category':<11} {'floor':>5} {'n':>6} {'support':>7} "
-            f"{'precision':>9} {'recall':>6} {'f1':>6} {'accuracy':>8}",
+            f"{'precision':>9} {'recall':>6} {'f1':>6} {'accuracy':>8} "
+            f"{'p@0.9 (n)':>12} {'p@0.5 (n)':>12} {'ece':>6}",
         ]
+
+        def at(m: dict[str, Any], t: float) -> str:
+            p = m.get(f"precision_at_{t}")
+            return f"{'-' if p is None else f'{p:.3f}':>5} ({m.get(f'n_at_{t}', 0)})"
+
         for name, ds in text.items():
             for cat, m in ds["categories"].items():
                 lines.append(
                     f"{name:<15} {cat:<11} {m['floor']:>5.2f} {m['n']:>6} {m['support']:>7} "
-                    f"{m['precision']:>9.3f} {m['recall']:>6.3f} {m['f1']:>6.3f} {m['accuracy']:>8.3f}"
+                    f"{m['precision']:>9.3f} {m['recall']:>6.3f} {m['f1']:>6.3f} {m['accuracy']:>8.3f} "
+                    f"{at(m, 0.9):>12} {at(m, 0.5):>12} {m['ece']:>6.3f}"
                 )
     for name, ds in result["datasets"].items():
         if ds["kind"] != "speech":
             continue
-        lines += ["", f"{name}: WER per clip (lower-cased, punctuation stripped; numbers not spelled out)"]
+        lines += [
+            "",
+            f"{name}: {ds.get('model', '')} WER per clip (lower-cased, punctuation stripped; numbers not "
+            "spelled out)",
+        ]
         for clip in ds["clips"]:
             where = clip["path"] + (f" [ch {clip['channel']}]" if clip["channel"] is not None else "")
             lines.append(f"  {clip['wer']:>6.3f}  {where:<42} {clip['hypothesis']}")
@@ -455,10 +603,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--limit", type=int, default=None, help="at most N items per data set (a fixed sample)")
     ap.add_argument("--json", action="store_true", help="print JSON instead of the table")
     ap.add_argument("--policy", type=Path, default=None, help="policy file (default: the bundled one)")
+    ap.add_argument("--speech-model", default="tiny.en", help="Whisper tiny.en (default), base, or a dir")
+    ap.add_argument(
+        "--speech-language", default=None, help="language code or auto (default: en, or auto for base)"
+    )
     ap.set_defaults(data=default_data_dir())
     args = ap.parse_args(argv)
     if args.limit is not None and args.limit < 1:
         ap.error("--limit must be at least 1")
+    if args.speech_language is not None:
+        from livesafe.analyzers.whisper_models import check_language
+
+        problem = check_language(args.speech_model, args.speech_language)
+        if problem:
+            ap.error(problem)
     data_dir: Path = args.data
     if not data_dir.is_dir():
         print(
@@ -473,7 +631,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"livesafe eval: {exc}", file=sys.stderr)
         return 2
     try:
-        result = run_eval(args.dataset, data_dir, policy, args.limit)
+        result = run_eval(
+            args.dataset, data_dir, policy, args.limit, args.speech_model, args.speech_language
+        )
     except DataNotFoundError as exc:
         print(f"livesafe eval: {exc}", file=sys.stderr)
         return 2

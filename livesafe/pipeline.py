@@ -4,6 +4,12 @@ The worker processes samples in the order the source yields them, running every 
 (``asyncio.to_thread``), and feeds each signal to the :class:`~livesafe.core.Monitor` in that order. The
 sink receives every transcript, signal, risk update and intervention, in the order they happened, so a
 recording of the sink is a complete, replayable timeline.
+
+Video feeds: a vision analyzer may declare the rate it needs (``sample_fps``, e.g. motion's 8 fps). The
+source then samples at the highest rate any enabled analyzer needs (decoding every frame), and
+:class:`VideoFeeds` gives each analyzer only the samples its own schedule makes due, in media time: the
+others still see about the stream's normal (adaptive) rate. The schedule depends on sample timestamps
+only, so a replay of a file gives every analyzer the same samples as the first run.
 """
 
 from __future__ import annotations
@@ -11,16 +17,18 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import math
 import time
 from collections import Counter, deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from livesafe.analyzers.base import SpeechRecognizer, TextAnalyzer, VisionAnalyzer
+from livesafe.analyzers.base import SpeechRecognizer, TextAnalyzer, VisionAnalyzer, sample_fps
+from livesafe.batching import analyze_text
 from livesafe.core import Monitor
 from livesafe.events import AudioChunk, Event, Intervention, Signal, Transcript, VideoSample
-from livesafe.ingest.source import MediaSource, SourceError
+from livesafe.ingest.source import KeyframeControl, MediaSource, SourceError
 from livesafe.policy import Policy, SamplingPolicy
 
 log = logging.getLogger(__name__)
@@ -57,6 +65,8 @@ class StreamSummary:
     interventions: list[Intervention] = field(default_factory=list)
     final_tier: str = "none"
     ingest: dict[str, float] = field(default_factory=dict)
+    #: Video samples each vision analyzer was given (its feed), by analyzer name.
+    vision_samples: Counter[str] = field(default_factory=Counter)
     error: str = ""
 
     def as_dict(self) -> dict[str, Any]:
@@ -75,6 +85,7 @@ class StreamSummary:
             "highest_tier": max(tiers, key=lambda iv: iv.tier_level).tier if tiers else "none",
             "final_tier": self.final_tier,
             "ingest": self.ingest,
+            "vision_samples": dict(sorted(self.vision_samples.items())),
             "error": self.error,
         }
 
@@ -163,6 +174,86 @@ class AdaptiveRate:
         return s.idle_fps if media_ts >= s.quiet_after_s else s.video_fps
 
 
+#: Media seconds of samples the video lane holds when an analyzer has a dense feed (motion: 4 samples), so
+#: one slow model call does not make the dense feed lose frames; without one the lane holds 1 sample.
+DENSE_LANE_S = 0.5
+#: Tolerance of feed schedules (seconds of media time): sample timestamps are rounded to microseconds.
+_FEED_EPS = 1e-3
+
+
+class VideoFeeds:
+    """Which vision analyzers each video sample goes to: one schedule per analyzer, in media time (pure).
+
+    An analyzer that declares ``sample_fps`` gets a sample whenever its own period has elapsed since the
+    last one it got; the others follow the stream's base rate (:meth:`set_base_fps`, adaptive on live
+    streams). The source must sample at :attr:`source_fps` (at least every rate asked for). The rule is the
+    sampler's (next due = max(previous due + period, sample time)), so an analyzer whose rate equals the
+    source's gets every sample. Without any declared rate every analyzer gets every sample, as the source
+    samples at the base rate itself. Media time going backwards (a restarted source) restarts the schedules.
+    """
+
+    def __init__(self, analyzers: Sequence[VisionAnalyzer], base_fps: float) -> None:
+        if base_fps <= 0:
+            raise ValueError(f"base fps must be > 0, got {base_fps}")
+        self.analyzers = list(analyzers)
+        self._own: list[float | None] = [sample_fps(a) for a in self.analyzers]
+        self._base = base_fps
+        self._next = [0.0] * len(self.analyzers)
+        self._last: list[float | None] = [None] * len(self.analyzers)
+        self._last_ts: float | None = None
+
+    @property
+    def dense(self) -> bool:
+        """Whether some analyzer declares its own rate (the source then samples for it, decoding fully)."""
+        return any(f is not None for f in self._own)
+
+    @property
+    def dense_fps(self) -> float:
+        """The highest rate an analyzer declares (0 without any)."""
+        return max((f for f in self._own if f is not None), default=0.0)
+
+    @property
+    def base_fps(self) -> float:
+        return self._base
+
+    @property
+    def source_fps(self) -> float:
+        """The rate the source has to sample at: the base rate or the highest declared one."""
+        return max(self._base, self.dense_fps)
+
+    def fps(self, i: int) -> float:
+        """The rate analyzer ``i`` is fed at."""
+        own = self._own[i]
+        return self._base if own is None else own
+
+    def set_base_fps(self, fps: float) -> None:
+        """Change the base rate. Analyzers following it get their next sample no later than one new period
+        after their last one, so a faster rate takes effect at once."""
+        if fps <= 0:
+            raise ValueError(f"base fps must be > 0, got {fps}")
+        self._base = fps
+        for i, own in enumerate(self._own):
+            last = self._last[i]
+            if own is None and last is not None:
+                self._next[i] = min(self._next[i], last + 1.0 / fps)
+
+    def due(self, media_ts: float) -> list[VisionAnalyzer]:
+        """The analyzers a sample at ``media_ts`` goes to (in their configured order); advances schedules."""
+        if not self.dense:
+            return list(self.analyzers)
+        if self._last_ts is not None and media_ts < self._last_ts - _FEED_EPS:
+            self._next = [0.0] * len(self.analyzers)
+            self._last = [None] * len(self.analyzers)
+        self._last_ts = media_ts
+        out = []
+        for i, analyzer in enumerate(self.analyzers):
+            if media_ts + _FEED_EPS >= self._next[i]:
+                self._next[i] = max(self._next[i] + 1.0 / self.fps(i), media_ts)
+                self._last[i] = media_ts
+                out.append(analyzer)
+        return out
+
+
 class StreamWorker:
     """Monitors one stream until its source ends, fails, or the worker is cancelled."""
 
@@ -184,11 +275,13 @@ class StreamWorker:
         sampling = monitor.policy.sampling
         self._rate = AdaptiveRate(sampling) if adaptive and sampling.adaptive else None
         self._fps = sampling.video_fps
+        self.feeds = VideoFeeds(analyzers.vision, sampling.video_fps)
 
     async def run(self) -> StreamSummary:
         """Run to the end of the source. A source error ends this stream (recorded in the summary) only."""
         started = time.monotonic()
         try:
+            self._open_feeds()
             if self.lanes:
                 await self._run_lanes()
             else:
@@ -202,7 +295,8 @@ class StreamWorker:
             log.error("stream %s stopped: %s", self.stream_id, exc)
         finally:
             await self.source.aclose()
-            for analyzer in self.analyzers.vision:  # stateful analyzers keep per-stream buffers
+            stateful: list[object] = [*self.analyzers.vision, self.analyzers.speech, *self.analyzers.text]
+            for analyzer in stateful:  # stateful analyzers keep per-stream buffers and languages
                 forget = getattr(analyzer, "forget", None)
                 if forget is not None:
                     forget(self.stream_id)
@@ -211,6 +305,16 @@ class StreamWorker:
             self.summary.final_tier = self.monitor.tier(self.stream_id)
         return self.summary
 
+    def _open_feeds(self) -> None:
+        """An analyzer declaring its own rate: sample at the highest rate asked for, decoding every frame."""
+        if not self.feeds.dense:
+            return
+        needs = {a.name: self.feeds.fps(i) for i, a in enumerate(self.feeds.analyzers)}
+        log.info("stream %s: video sampled at %.3g fps for %s", self.stream_id, self.feeds.source_fps, needs)
+        self.source.set_video_fps(self.feeds.source_fps)
+        if isinstance(self.source, KeyframeControl):
+            self.source.set_keyframes_only(False)
+
     async def _run_lanes(self) -> None:
         """Live streams: one task group per stream, so slow speech recognition never holds up vision.
 
@@ -218,7 +322,8 @@ class StreamWorker:
         sample wins, audio to a bounded lane that drops its oldest chunk when full; every drop is
         counted in the source's stats. The first lane to fail cancels the others.
         """
-        video = _Lane[VideoSample](1)
+        dense = self.feeds.dense_fps
+        video = _Lane[VideoSample](max(1, math.ceil(dense * DENSE_LANE_S)))
         audio = _Lane[AudioChunk](AUDIO_LANE)
         stats = self.source.stats
 
@@ -253,7 +358,8 @@ class StreamWorker:
 
     async def _video(self, sample: VideoSample) -> None:
         self._advance(sample.media_ts)
-        for analyzer in self.analyzers.vision:
+        for analyzer in self.feeds.due(sample.media_ts):
+            self.summary.vision_samples[analyzer.name] += 1
             for signal in await asyncio.to_thread(analyzer.analyze, sample):
                 await self._signal(signal)
         await self._tick(sample.media_ts)
@@ -273,8 +379,8 @@ class StreamWorker:
         if self._rate is not None:
             self._rate.speech(transcript.end_ts)
         await self.sink(transcript)
-        for analyzer in self.analyzers.text:
-            for signal in await asyncio.to_thread(analyzer.analyze, transcript):
+        for analyzer in self.analyzers.text:  # batched across streams where the analyzer allows it
+            for signal in await analyze_text(analyzer, transcript):
                 await self._signal(signal)
 
     async def _signal(self, signal: Signal) -> None:
@@ -295,8 +401,11 @@ class StreamWorker:
             fps = self._rate.fps(media_ts, decision.risk.overall)
             if fps != self._fps:
                 log.debug("stream %s: video sampling %.2f -> %.2f fps", self.stream_id, self._fps, fps)
+                before = self.feeds.source_fps
                 self._fps = fps
-                self.source.set_video_fps(fps)
+                self.feeds.set_base_fps(fps)
+                if not self.feeds.dense or self.feeds.source_fps != before:
+                    self.source.set_video_fps(self.feeds.source_fps)
 
     async def _intervention(self, intervention: Intervention) -> None:
         self.summary.interventions.append(intervention)

@@ -26,7 +26,7 @@ from livesafe.events import CATEGORIES, EFFECTS, TIER_KINDS
 
 DEFAULT_POLICY_PATH = Path(__file__).resolve().parent / "configs" / "default.yaml"
 SPEECH_BACKENDS = ("faster-whisper", "openai-whisper")
-#: The frame rate the motion (violence) analyzer is trained for.
+#: The frame rate the motion (violence) analyzer is trained for and fed at (its own feed; see pipeline).
 MOTION_FPS = 8.0
 
 
@@ -66,7 +66,8 @@ class Ladder:
     tiers: tuple[Tier, ...]
     #: Minimum media seconds a stream stays in a tier before it may step down.
     min_dwell_s: float = 20.0
-    #: The same tier is not issued again to a stream within this many media seconds.
+    #: The same tier is not issued again to a stream within this many media seconds (unless its last
+    #: issue was lifted meanwhile: expired, risk fell or overturned).
     cooldown_s: float = 60.0
     escalation: Escalation = field(default_factory=Escalation)
 
@@ -136,8 +137,15 @@ class AnalyzerPolicy:
     speech: SpeechPolicy = field(default_factory=SpeechPolicy)
     text: bool = True
     nudity: bool = True
-    #: Violence from motion (needs video sampled at >= 8 fps: ``sampling.video_fps``).
+    #: Violence from motion. It gets its own 8 fps feed (:data:`MOTION_FPS`) whatever ``sampling`` says:
+    #: the stream is then decoded fully (``keyframes_only`` is ignored) and sampled at 8 fps, while the
+    #: other vision analyzers still see ``sampling``'s rates.
     motion: bool = False
+    #: On-screen text read with OCR (RapidOCR) and scored by the text classifier; off by default: a read
+    #: costs ~0.2-0.5 s of one core and moving video changes enough to be re-read at every sample.
+    ocr: bool = False
+    #: NudeNet body-part detector for ``nudity`` (optional extra, AGPL-3.0: ``livesafe[nudenet]``).
+    nudenet: bool = False
     #: Extra terms per category that the text classifier treats as strong evidence.
     extra_terms: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     #: Known-bad hash lists matched against sampled frames (re-read while running when they change).
@@ -381,7 +389,7 @@ def _parse_hash_lists(r: _Reader, raw: Any, base: Path) -> tuple[HashListPolicy,
 def _parse_analyzers(r: _Reader, raw: Any, base: Path) -> AnalyzerPolicy:
     d = r.mapping(raw, "analyzers", {
         "speech", "text", "nudity", "motion", "extra_terms", "hash_lists", "hash_max_distance",
-        "hash_min_quality",
+        "hash_min_quality", "ocr", "nudenet",
     })
     s = r.mapping(d.get("speech"), "analyzers.speech", {"enabled", "backend", "model", "language"})
     speech = SpeechPolicy(
@@ -390,6 +398,13 @@ def _parse_analyzers(r: _Reader, raw: Any, base: Path) -> AnalyzerPolicy:
         model=r.string(s, "model", "analyzers.speech", "tiny.en"),
         language=r.string(s, "language", "analyzers.speech", "en"),
     )
+    # A language the model cannot transcribe (an English-only model with "de" or "auto", an unknown
+    # code) is refused here, before anything runs. whisper_models imports nothing heavy.
+    from livesafe.analyzers.whisper_models import check_language
+
+    language_problem = check_language(speech.model, speech.language)
+    if language_problem:
+        r.fail("analyzers.speech.language", language_problem)
     terms: dict[str, tuple[str, ...]] = {}
     for cat, value in r.mapping(d.get("extra_terms"), "analyzers.extra_terms", set(CATEGORIES)).items():
         terms[cat] = r.strings(value, f"analyzers.extra_terms.{cat}")
@@ -398,6 +413,8 @@ def _parse_analyzers(r: _Reader, raw: Any, base: Path) -> AnalyzerPolicy:
         text=r.boolean(d, "text", "analyzers", True),
         nudity=r.boolean(d, "nudity", "analyzers", True),
         motion=r.boolean(d, "motion", "analyzers", False),
+        ocr=r.boolean(d, "ocr", "analyzers", False),
+        nudenet=r.boolean(d, "nudenet", "analyzers", False),
         extra_terms=terms,
         hash_lists=_parse_hash_lists(r, d.get("hash_lists"), base),
         hash_max_distance=int(r.number(d, "hash_max_distance", "analyzers", 31, 0, 256)),
@@ -458,9 +475,6 @@ def parse_policy(data: Any, source: str = "<policy>", base: Path | None = None) 
         analyzers=_parse_analyzers(r, top.get("analyzers"), base or Path.cwd()),
         source=source,
     )
-    if policy.analyzers.motion and policy.sampling.idle_fps < MOTION_FPS:
-        r.fail("analyzers.motion", f"needs video sampled at >= {MOTION_FPS:g} fps at all times: set "
-                                   f"sampling.video_fps, idle_fps and active_fps to at least {MOTION_FPS:g}")
     if problems:
         raise PolicyError(source, problems)
     return dataclasses.replace(policy, hash=policy_hash(policy))

@@ -5,10 +5,12 @@ al. 2019, MIT repo), read in place and never copied. Each clip is decoded with P
 ``REQUIRED_FPS`` as livesafe's ingest samples, and cut into windows of ``WINDOW_FRAMES`` frames every
 ``--stride`` frames; a clip's score is the mean probability of its windows.
 
-Evaluation is by clip, never by window: a stratified held-out split (``--test-size``, fixed seed) and
-stratified 5-fold cross-validation over all clips. The shipped head is the one fitted on the training part
-of the split, so the held-out figures describe exactly the shipped parameters and the held-out clips (listed
-in its metadata) stay unseen for tests.
+Evaluation is by clip, never by window: a stratified held-out split and stratified 5-fold cross-validation
+over all clips. The split is :func:`livesafe.analyzers.motion.fight_split` (25 % held out, seed 0), the
+same helper ``livesafe eval --dataset fight_clips`` reads, so the evaluation set is exactly the clips this
+script does not train on. The shipped head is the one fitted on the training part of the split, so the
+held-out figures describe exactly the shipped parameters and the held-out clips (listed in its metadata)
+stay unseen for tests.
 
     .venv/bin/python scripts/train_motion.py [--data DIR] [--out FILE] [--seed 0]
 """
@@ -27,7 +29,7 @@ import numpy as np
 import numpy.typing as npt
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score, roc_auc_score
-from sklearn.model_selection import StratifiedKFold, train_test_split
+from sklearn.model_selection import StratifiedKFold
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -35,7 +37,11 @@ sys.path.insert(0, str(ROOT))
 from livesafe.analyzers.motion import (  # noqa: E402
     FEATURE_NAMES,
     REQUIRED_FPS,
+    SPLIT_SEED,
+    SPLIT_TEST_SIZE,
     WINDOW_FRAMES,
+    fight_split,
+    read_fight_clips,
     sample_clip,
     to_small_gray,
     window_features,
@@ -96,17 +102,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--stride", type=int, default=4, help="frames between training windows of one clip")
     ap.add_argument("--c", type=float, default=0.3, help="inverse L2 regularisation strength")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--test-size", type=float, default=0.25)
+    ap.add_argument("--seed", type=int, default=SPLIT_SEED, help="seed of the split and the model")
+    ap.add_argument("--test-size", type=float, default=SPLIT_TEST_SIZE)
     ap.add_argument("--dry-run", action="store_true", help="evaluate only; do not write --out")
     args = ap.parse_args(argv)
 
-    clips: list[Path] = []
-    labels_list: list[int] = []
-    for label, folder in ((1, "fight"), (0, "noFight")):
-        found = sorted((args.data / folder).glob("*.mp4"))
-        clips += found
-        labels_list += [label] * len(found)
+    clips, labels_list = read_fight_clips(args.data)
     if not clips:
         print(f"no clips under {args.data}", file=sys.stderr)
         return 2
@@ -128,7 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"window features: median {cost_ms} ms for {frames.shape} on one thread")
 
     idx = np.arange(len(clips))
-    tr, te = train_test_split(idx, test_size=args.test_size, stratify=labels, random_state=args.seed)
+    train_idx, test_idx = fight_split(args.data, args.test_size, args.seed)
+    tr, te = np.asarray(train_idx, dtype=np.int64), np.asarray(test_idx, dtype=np.int64)
     head = Head(args.c, args.seed).fit([feats[i] for i in tr], labels[tr])
     held_out = metrics(labels[te], head.clip_proba([feats[i] for i in te]))
     print(f"held-out ({len(te)} clips): {held_out}")

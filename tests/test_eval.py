@@ -14,12 +14,17 @@ from livesafe.eval import (
     DATASETS,
     DataNotFoundError,
     binary_metrics,
+    calibration_metrics,
     cssrs_split,
     davidson_split,
+    ethos_split,
     eval_speech,
+    expected_calibration_error,
+    format_table,
     load_speech_refs,
     main,
     normalize_words,
+    read_davidson,
     run_eval,
     wer,
 )
@@ -34,8 +39,9 @@ def policy() -> Policy:
 
 
 def test_registry() -> None:
-    assert set(DATASETS) == {"davidson", "ethos_binary", "cssrs", "jigsaw_sample", "speech_refs"}
-    assert {d.kind for d in DATASETS.values()} == {"text", "speech"}
+    assert set(DATASETS) == {
+        "davidson", "ethos_binary", "cssrs", "jigsaw_sample", "speech_refs", "fight_clips"}
+    assert {d.kind for d in DATASETS.values()} == {"text", "speech", "video"}
     assert DATASETS["speech_refs"].kind == "speech"
     with pytest.raises(dataclasses.FrozenInstanceError):
         DATASETS["davidson"].name = "x"  # type: ignore[misc]
@@ -51,6 +57,18 @@ def test_metrics_and_wer() -> None:
     assert wer("the cat sat", "The cat, sat.") == 0.0
     assert wer("the cat sat", "the dog sat") == pytest.approx(1 / 3)
     assert wer("a b", "") == 1.0
+
+
+def test_calibration_metrics() -> None:
+    assert expected_calibration_error([1, 0], [1.0, 0.0]) == 0.0
+    assert expected_calibration_error([0, 0], [0.95, 0.95]) == pytest.approx(0.95)
+    # Two bins: 0.15 against 1 positive in 2 (gap 0.35) and 0.85 against 2 in 2 (gap 0.15).
+    assert expected_calibration_error([0, 1, 1, 1], [0.15, 0.15, 0.85, 0.85]) == pytest.approx(0.25)
+    assert expected_calibration_error([], []) == 0.0
+    m = calibration_metrics([1, 0, 1, 0], [0.95, 0.92, 0.6, 0.1])
+    assert (m["precision_at_0.9"], m["n_at_0.9"], m["precision_at_0.5"], m["n_at_0.5"]) == (0.5, 2, 0.6667, 3)
+    none = calibration_metrics([1], [0.2])
+    assert none["precision_at_0.9"] is None and none["n_at_0.9"] == 0
 
 
 def test_missing_data_dir(tmp_path: Path, policy: Policy, capsys: pytest.CaptureFixture[str]) -> None:
@@ -84,6 +102,17 @@ def test_held_out_splits_match_the_training_script(shared_data: Path) -> None:
     assert users == [splits.users[u] for u in splits.u_test]
     assert labels == [splits.labels[u] for u in splits.u_test]
     assert len(users) == 100
+    assert ethos_split(shared_data) == (splits.e_test, splits.y_test)
+    # Training, calibration and evaluation never share an item.
+    u_train, u_cal, u_test = set(splits.u_train), set(splits.u_cal), set(splits.u_test)
+    assert not u_train & u_cal and not u_train & u_test and not u_cal & u_test
+    assert len(u_train) + len(u_cal) + len(u_test) == len(splits.users)
+    train, cal, test = set(splits.e_train), set(splits.e_cal), set(splits.e_test)
+    assert not train & test and not cal & test and not train & cal
+    assert len(train) + len(cal) + len(test) == 998
+    # Davidson repeats some tweets word for word, so its parts are checked by size: a partition.
+    parts = (splits.d_train, splits.d_cal, splits.d_test)
+    assert sum(map(len, parts)) == len(read_davidson(shared_data)[0])
 
 
 @pytest.mark.models
@@ -111,8 +140,13 @@ def test_text_datasets_with_limit(shared_data: Path, policy: Policy) -> None:
         for cat, m in ds["categories"].items():
             assert m["floor"] == policy.categories[cat].floor
             assert m["n"] == ds["n"] and m["tp"] + m["fn"] == m["support"]
-            for key in ("precision", "recall", "f1", "accuracy"):
+            for key in ("precision", "recall", "f1", "accuracy", "ece"):
                 assert isinstance(m[key], float) and 0.0 <= m[key] <= 1.0
+            for t in (0.9, 0.5):
+                assert m[f"precision_at_{t}"] is None or 0.0 <= m[f"precision_at_{t}"] <= 1.0
+                assert 0 <= m[f"n_at_{t}"] <= m["n"]
+    table = format_table(result)
+    assert "p@0.9 (n)" in table and "ece" in table
 
 
 @pytest.mark.models

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from pathlib import Path
@@ -17,12 +18,16 @@ from livesafe.analyzers.motion import (
     WINDOW_FRAMES,
     MotionOptions,
     MotionViolenceAnalyzer,
+    fight_split,
     load_head,
+    read_fight_clips,
     sample_clip,
     to_small_gray,
     window_features,
 )
+from livesafe.eval import load_fight_clips, main, run_eval
 from livesafe.events import Signal, VideoSample
+from livesafe.policy import MOTION_FPS, load_policy
 
 
 @pytest.fixture(scope="module")
@@ -67,6 +72,7 @@ def test_head_loads_and_declares_its_fps() -> None:
     an = MotionViolenceAnalyzer(head=head)
     assert isinstance(an, VisionAnalyzer)
     assert an.required_fps == 8.0 and an.window_s == 2.0
+    assert an.sample_fps == MOTION_FPS  # the pipeline gives it its own 8 fps feed
     assert an.categories == ("violence",) and an.name == "vision.motion"
 
 
@@ -136,7 +142,8 @@ def test_buffers_stay_bounded_and_forget() -> None:
 
 def test_too_low_fps_never_emits() -> None:
     an = MotionViolenceAnalyzer()
-    # livesafe's default sampling (1-2 fps): every gap empties the buffer, nothing is emitted.
+    # A feed at 1-2 fps (the pipeline feeds it 8 fps; a caller of its own might not): every gap empties
+    # the buffer, nothing is emitted.
     assert feed(an, "slow", synthetic(40, 2.0, moving=True)) == []
     assert an.starved("slow") and an.buffered("slow") == 1
     # Denser than needed (25 fps) is thinned to 8 fps and works.
@@ -167,3 +174,47 @@ def test_thread_safe_per_stream_state() -> None:
 def test_rejects_bad_images(analyzer: MotionViolenceAnalyzer) -> None:
     with pytest.raises(ValueError, match="RGB uint8"):
         analyzer.analyze(VideoSample("bad", 0.0, np.zeros((32, 32), dtype=np.uint8)))
+
+
+# --- the shared split and the fight_clips evaluation ----------------------------------------------------
+
+#: ``livesafe eval --dataset fight_clips`` with the default policy (violence floor 0.6), as reported.
+FIGHT_CLIPS_FIGURES = {"precision": 0.7895, "recall": 0.5556, "f1": 0.6522, "accuracy": 0.7091, "support": 27}
+
+
+@pytest.mark.shared_data
+def test_training_and_eval_share_one_split(shared_data: Path, analyzer: MotionViolenceAnalyzer) -> None:
+    folder = fight_dir(shared_data)
+    clips, labels = read_fight_clips(folder)
+    assert len(clips) == 220 and sum(labels) == 110
+    train, test = fight_split(folder)
+    assert fight_split(folder) == (train, test)  # deterministic
+    assert not set(train) & set(test) and len(train) + len(test) == len(clips)
+    # The shipped head lists the clips it was not trained on: exactly the eval data set.
+    held_out = sorted(clips[i].name for i in test)
+    assert held_out == analyzer.head.metadata["held_out"]["test_names"]
+    data = load_fight_clips(shared_data)
+    assert sorted(p.name for p in data.clips) == held_out
+    assert data.labels["violence"] == [int(p.name.startswith("fi")) for p in data.clips]
+
+
+@pytest.mark.shared_data
+def test_eval_fight_clips_gives_the_reported_figures(shared_data: Path) -> None:
+    result = run_eval(["fight_clips"], shared_data, load_policy(), None)
+    ds = result["datasets"]["fight_clips"]
+    assert ds["kind"] == "video" and ds["n"] == 55 and ds["analyzer"] == "vision.motion"
+    m = ds["categories"]["violence"]
+    assert m["floor"] == load_policy().category("violence").floor  # type: ignore[union-attr]
+    assert {k: m[k] for k in FIGHT_CLIPS_FIGURES} == FIGHT_CLIPS_FIGURES
+
+
+@pytest.mark.shared_data
+def test_eval_fight_clips_cli_smoke(shared_data: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--data", str(shared_data), "--dataset", "fight_clips", "--limit", "6", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    m = out["datasets"]["fight_clips"]["categories"]["violence"]
+    assert out["limit"] == 6 and m["n"] == 6
+    assert set(m) >= {"precision", "recall", "f1", "accuracy", "support", "floor"}
+    assert main(["--data", str(shared_data), "--dataset", "fight_clips", "--limit", "3"]) == 0
+    table = capsys.readouterr().out
+    assert "fight_clips" in table and "violence" in table

@@ -143,11 +143,3 @@ def test_hash_lists_resolve_relative_to_the_policy_and_must_exist(tmp_path: Path
         load_policy(f)
 
 
-def test_motion_analyzer_needs_its_frame_rate() -> None:
-    data = default_data()
-    data["analyzers"]["motion"] = True
-    with pytest.raises(PolicyError) as err:
-        parse_policy(data)
-    assert err.value.problems[0][0] == "analyzers.motion"
-    data["sampling"].update(video_fps=8, active_fps=8, idle_fps=8)
-    assert parse_policy(data).analyzers.motion

@@ -16,6 +16,7 @@ from livesafe.analyzers.speech import (
     OpenAIWhisperRecognizer,
     RawSegment,
     SpeechOptions,
+    is_stock_phrase,
     keep_segment,
     load_recognizer,
     to_transcripts,
@@ -96,14 +97,53 @@ def test_guards_follow_whisper_rules() -> None:
     o = SpeechOptions()
     assert keep_segment(seg(" Hello there."), None, o)
     # no_speech high AND logprob low: Whisper's silence rule. Either alone is not enough.
-    assert not keep_segment(seg("You", no_speech_prob=0.9, avg_logprob=-1.2), None, o)
-    assert keep_segment(seg("You", no_speech_prob=0.9, avg_logprob=-0.5), None, o)
-    assert keep_segment(seg("You", no_speech_prob=0.2, avg_logprob=-1.5), None, o)
+    assert not keep_segment(seg("Hello", no_speech_prob=0.9, avg_logprob=-1.2), None, o)
+    assert keep_segment(seg("Hello", no_speech_prob=0.9, avg_logprob=-0.5), None, o)
+    assert keep_segment(seg("Hello", no_speech_prob=0.2, avg_logprob=-1.5), None, o)
+    # ... but Whisper's stock "You" on noise goes on either (the stock-phrase guard, below).
+    assert not keep_segment(seg("You", no_speech_prob=0.9, avg_logprob=-0.5), None, o)
     assert not keep_segment(seg("la la la la la la la la", compression_ratio=3.1), None, o)
     assert not keep_segment(seg(" ... !?"), None, o)
     assert not keep_segment(seg(""), None, o)
     assert not keep_segment(seg("Thank you."), seg(" thank you"), o)
     assert keep_segment(seg("Thank you."), seg("Thank you so much."), o)
+
+
+# Stock outro phrases: (text, no_speech_prob, avg_logprob, voiced, kept). The weak rows are what tiny.en
+# produced after "What joy there is in living." on speechbrain/spk2_snt2.wav: openai-whisper beam 5
+# "Thank you for watching." (0.387, -1.188), faster-whisper greedy "Thank you." (0.377, -1.331).
+STOCK_CASES = [
+    ("Thank you for watching.", 0.387, -1.188, 1.0, False),
+    ("Thank you.", 0.377, -1.331, 1.0, False),
+    ("Thank you very much for watching!", 0.30, -0.40, 1.0, False),  # no_speech moderate alone
+    ("Thanks for watching!", 0.05, -0.85, 1.0, False),  # low log-probability alone
+    ("Please subscribe to my channel.", 0.05, -0.30, 0.2, False),  # mostly outside the voiced audio
+    ("Subtitles by the Amara.org community", 0.20, -0.75, 1.0, False),
+    ("Untertitel im Auftrag des ZDF, 2017", 0.28, -0.5, 1.0, False),
+    # Said clearly (espeak-ng clip decoded by base: 0.015, -0.273): kept.
+    ("Thank you for watching and please subscribe to my channel.", 0.015, -0.273, 1.0, True),
+    ("Thank you.", 0.02, -0.25, 1.0, True),
+    # Not a stock phrase: weak evidence alone is not a reason (Whisper's own rule handles silence).
+    ("Thank you for coming to the stream.", 0.387, -1.188, 1.0, True),
+    ("You watching this?", 0.30, -0.9, 0.2, True),
+]
+
+
+@pytest.mark.parametrize(("text", "no_speech", "logprob", "voiced", "kept"), STOCK_CASES)
+def test_stock_phrases_are_dropped_only_on_weak_evidence(
+    text: str, no_speech: float, logprob: float, voiced: float, kept: bool
+) -> None:
+    segment = RawSegment(0.0, 1.0, text, no_speech, logprob, 1.0, voiced=voiced)
+    assert keep_segment(segment, None, SpeechOptions()) is kept
+
+
+def test_stock_phrase_matching() -> None:
+    assert is_stock_phrase(" THANKS FOR WATCHING!!")
+    assert is_stock_phrase("ok so thank you so much for watching guys")
+    assert is_stock_phrase("Sous-titres réalisés par la communauté d'Amara.org")
+    assert not is_stock_phrase("thanks for watching-list tips")  # whole words only: "watchinglist"
+    assert not is_stock_phrase("thank you for your help")
+    assert not is_stock_phrase("you know")
 
 
 def test_times_are_offset_clamped_and_monotonic() -> None:
@@ -204,6 +244,20 @@ NOISE = noise_cases()
 @pytest.mark.parametrize("name", sorted(NOISE))
 def test_no_transcript_for_silence_or_noise(faster: FasterWhisperRecognizer, name: str) -> None:
     assert faster.transcribe(AudioChunk("s", 3.0, NOISE[name])) == []
+
+
+@pytest.mark.models
+@pytest.mark.shared_data
+def test_outro_hallucination_after_speech_is_dropped(shared_data: Path) -> None:
+    """tiny.en, greedy, adds "Thank you." after the sentence of spk2_snt2 (no_speech 0.38, logprob -1.3)."""
+    chunk = AudioChunk("s", 0.0, decode_audio(shared_data / "audio" / "speechbrain" / "spk2_snt2.wav"))
+    greedy = FasterWhisperRecognizer(SpeechOptions(beam_size=1))
+    assert full_text(greedy.transcribe(chunk)) == "what joy there is in living"
+    unguarded = SpeechOptions(
+        beam_size=1, hallucination_no_speech=1.0, hallucination_log_prob=-100.0, hallucination_min_voiced=0.0
+    )
+    out = FasterWhisperRecognizer(unguarded).transcribe(chunk)
+    assert full_text(out) == "what joy there is in living thank you"
 
 
 @pytest.mark.models

@@ -15,7 +15,12 @@ from livesafe.events import AudioChunk, Signal, Transcript, VideoSample
 
 @dataclass(frozen=True, slots=True)
 class AnalyzerCost:
-    """Rough cost of one call on one CPU core, for scheduling: seconds per call and per media second."""
+    """Rough CPU cost on one core, for planning (:mod:`livesafe.capacity`).
+
+    ``per_call_s`` is paid on every call (a frame, an utterance); ``per_media_s`` per second of media the
+    analyzer covers, whatever the number of calls (speech recognition grows with the voiced seconds).
+    An analyzer's load per media second is ``per_call_s * calls_per_s + per_media_s``.
+    """
 
     per_call_s: float
     per_media_s: float = 0.0
@@ -27,11 +32,30 @@ class ModelUnavailableError(RuntimeError):
 
 @runtime_checkable
 class VisionAnalyzer(Protocol):
+    """Scores sampled frames. An analyzer may also declare ``sample_fps: float | None`` (see
+    :func:`sample_fps`): the rate, in frames per media second, at which it must see frames; without it (or
+    None) it sees the stream's own, possibly adaptive, rate."""
+
     name: str
     categories: tuple[str, ...]
     cost: AnalyzerCost
 
     def analyze(self, sample: VideoSample) -> list[Signal]: ...
+
+
+def sample_fps(analyzer: VisionAnalyzer) -> float | None:
+    """The frame rate ``analyzer`` declares it needs (its optional ``sample_fps`` attribute), or None.
+
+    An optional attribute rather than a protocol member, so analyzers that take the stream's rate need
+    not declare anything. The pipeline samples a stream at the highest rate any of its analyzers needs
+    and gives each analyzer only the samples its own schedule, in media time, makes due.
+    """
+    value = getattr(analyzer, "sample_fps", None)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ValueError(f"{analyzer.name}: sample_fps must be a positive number or None, got {value!r}")
+    return float(value)
 
 
 @runtime_checkable

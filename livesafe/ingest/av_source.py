@@ -182,6 +182,14 @@ class AVSource:
         self._channel: SampleChannel | None = None
         self._sampler: FrameSampler | None = None
         self._video_fps = self.options.video_fps
+        self._keyframes_only = self.options.keyframes_only
+
+    def set_keyframes_only(self, enabled: bool) -> None:
+        """Decode key frames only, or every frame (:class:`~livesafe.ingest.source.KeyframeControl`).
+
+        Takes effect when the source opens its input (a live source: at every reconnection), so call it
+        before iterating :meth:`samples`."""
+        self._keyframes_only = enabled
 
     def set_video_fps(self, fps: float) -> None:
         """Change the video sampling rate from now on (adaptive sampling; safe from any thread)."""
@@ -286,7 +294,7 @@ class AVSource:
         audio = container.streams.audio[0] if container.streams.audio else None
         if video is not None:
             video.thread_type = "AUTO"
-            if self.options.keyframes_only:
+            if self._keyframes_only:
                 video.codec_context.skip_frame = "NONKEY"
         return [s for s in (video, audio) if s is not None]
 

@@ -16,7 +16,7 @@ import threading
 from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Literal, Protocol, runtime_checkable
 
 from livesafe.events import AudioChunk, MediaSample, VideoSample
 from livesafe.policy import SamplingPolicy
@@ -48,6 +48,7 @@ class IngestOptions:
     #: Decode errors tolerated before the source gives up.
     max_decode_errors: int = 50
     #: Decode only key frames where the codec allows it: far less CPU, samples at key-frame times only.
+    #: The pipeline turns it off (:class:`KeyframeControl`) when an analyzer needs a dense feed (motion).
     keyframes_only: bool = False
     #: Segment audio into utterances with Silero VAD (silence is dropped, never transcribed); without it
     #: audio is cut into ``audio_window_s`` windows at quiet points.
@@ -99,6 +100,19 @@ class MediaSource(Protocol):
     def set_video_fps(self, fps: float) -> None: ...
 
     async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class KeyframeControl(Protocol):
+    """A source that can decode key frames only (``keyframes_only``) and be told not to.
+
+    Key frames come every one to several seconds, so keyframe-only decoding cannot feed an analyzer that
+    needs, say, 8 frames a second; the pipeline calls ``set_keyframes_only(False)`` before the first
+    sample when such an analyzer is enabled. Sources that always decode every frame (WebRTC) need not
+    implement it.
+    """
+
+    def set_keyframes_only(self, enabled: bool) -> None: ...
 
 
 class _End:

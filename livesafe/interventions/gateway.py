@@ -15,6 +15,19 @@ validated against its schema before the gateway acts on it. JSON text frames, at
 /v1/backend`` with ``Authorization: Bearer <token>`` (or ``?token=<token>``); otherwise HTTP 401 with
 the reason as body.
 
+Tokens (:class:`~livesafe.interventions.tokens.TokenSet`): several per backend, from fixed values and a
+tokens file that the gateway re-reads when it changes (every ``tokens_reload_s``, in a task it owns). A
+connection whose token was removed (or now names another backend) is closed with code 4001 "token
+revoked"; new connections with it get 401.
+
+Limits, per connection: a token bucket of ``rate_limit_per_s`` messages per second (bursts of
+``rate_burst``): a message over it is dropped and answered with an ``error`` ``rate_limited`` (with
+``retry_after_s``); after ``rate_burst`` dropped messages within about ten seconds the connection is
+closed with 1008 "rate limit exceeded". Acks, nacks and ``applied`` of deliveries the connection holds
+are never limited (``max_in_flight`` bounds them). At most ``max_in_flight`` deliveries are held
+unacknowledged by one connection: its consumer stops claiming until acks come in, and the rest of the
+outbox goes to other connections, so backends share the load and a slow one does not hoard it.
+
 Server → backend: ``hello`` once, first (protocol, supported versions, backend name, ack timeout, size
 limit); ``intervention`` and ``intervention.lifted`` from the outbox, each with ``delivery.attempt``;
 ``stream.state`` (informational); ``ok`` after an accepted control message; ``pong``; ``error`` with a
@@ -32,9 +45,9 @@ also confirms that everything sent before the ping (acks included) has been reco
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
@@ -54,6 +67,7 @@ from websockets.protocol import State
 from livesafe.events import Ack, Intervention, InterventionLifted, to_dict
 from livesafe.interventions.outbox import DEFAULT_PREFIX, EventLog, Outbox, reraise_swallowed_cancel
 from livesafe.interventions.protocol import PROTOCOL, SUPPORTED, ProtocolError, check_incoming
+from livesafe.interventions.tokens import RELOAD_EVERY_S, TokenSet
 
 __all__ = ["PATH", "PROTOCOL", "SUPPORTED", "Gateway", "ProtocolError", "StreamEnded", "StreamStarted"]
 
@@ -62,6 +76,59 @@ logger = logging.getLogger(__name__)
 PATH = "/v1/backend"
 #: Close code after a ``hello`` naming a protocol version this gateway does not speak.
 CLOSE_UNSUPPORTED = 1002
+#: Close code of a connection whose token was removed from the tokens (an application code, 4000-4999).
+CLOSE_TOKEN_REVOKED = 4001
+#: Close code of a connection that kept sending over its rate limit (policy violation).
+CLOSE_RATE_LIMITED = 1008
+#: Messages that answer a delivery: free of the rate limit when the connection holds that delivery.
+_ANSWERS = frozenset({"ack", "nack", "applied"})
+
+
+class TokenBucket:
+    """``rate`` tokens per second up to ``capacity``; :meth:`take` spends one if there is one."""
+
+    def __init__(self, rate: float, capacity: float) -> None:
+        if rate <= 0 or capacity < 1:
+            raise ValueError(f"a token bucket needs rate > 0 and capacity >= 1, got {rate}, {capacity}")
+        self.rate = rate
+        self.capacity = capacity
+        self._level = capacity
+        self._at = time.monotonic()
+
+    def _refill(self) -> None:
+        now = time.monotonic()
+        self._level = min(self.capacity, self._level + (now - self._at) * self.rate)
+        self._at = now
+
+    def take(self) -> bool:
+        self._refill()
+        if self._level >= 1.0:
+            self._level -= 1.0
+            return True
+        return False
+
+    def wait_s(self) -> float:
+        """Seconds until one token is available."""
+        self._refill()
+        return max(0.0, (1.0 - self._level) / self.rate)
+
+
+@dataclass(eq=False, slots=True)
+class _Connection:
+    """One backend connection: its token, its rate limit and the deliveries it holds unacknowledged."""
+
+    ws: ServerConnection
+    backend: str
+    token: str
+    consumer: str
+    bucket: TokenBucket | None
+    strikes: TokenBucket | None
+    #: key (intervention_id or lift_id) -> outbox entry id, of deliveries sent and not yet settled.
+    in_flight: dict[str, str] = field(default_factory=dict)
+    #: Set whenever a held delivery is settled (or taken over): the pump may claim more.
+    space: asyncio.Event = field(default_factory=asyncio.Event)
+    limited: bool = False
+    close: tuple[int, str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +179,7 @@ class Gateway:
     def __init__(
         self,
         redis_client: redis.asyncio.Redis,
-        tokens: Mapping[str, str],
+        tokens: Mapping[str, str] | TokenSet,
         *,
         host: str = "127.0.0.1",
         port: int = 0,
@@ -123,13 +190,27 @@ class Gateway:
         on_stream_started: StreamStartedHandler | None = None,
         on_stream_ended: StreamEndedHandler | None = None,
         close_timeout_s: float = 2.0,
+        max_in_flight: int = 100,
+        rate_limit_per_s: float | None = 100.0,
+        rate_burst: int = 200,
+        tokens_reload_s: float = RELOAD_EVERY_S,
     ) -> None:
-        """``tokens`` maps each accepted token to the backend name it authenticates."""
+        """``tokens`` maps each accepted token to the backend name it authenticates; a :class:`TokenSet`
+        with a file is re-read every ``tokens_reload_s``. ``rate_limit_per_s=None`` lifts the rate limit."""
         if not tokens:
             raise ValueError("Gateway needs at least one token: no backend could ever connect")
+        if max_in_flight < 1:
+            raise ValueError(f"max_in_flight must be >= 1, got {max_in_flight}")
+        if rate_limit_per_s is not None and (rate_limit_per_s <= 0 or rate_burst < 1):
+            raise ValueError(f"rate_limit_per_s must be > 0 and rate_burst >= 1, got {rate_limit_per_s}, "
+                             f"{rate_burst}")
         self.outbox = Outbox(redis_client, prefix=prefix, redeliver_after_s=ack_timeout_s)
         self.events = EventLog(redis_client, prefix=prefix)
-        self._tokens = [(token.encode("utf-8"), name) for token, name in tokens.items()]
+        self.tokens = tokens if isinstance(tokens, TokenSet) else TokenSet(tokens)
+        self.tokens_reload_s = tokens_reload_s
+        self.max_in_flight = max_in_flight
+        self.rate_limit_per_s = rate_limit_per_s
+        self.rate_burst = rate_burst
         self.host = host
         self._requested_port = port
         self.ack_timeout_s = ack_timeout_s
@@ -145,7 +226,13 @@ class Gateway:
         self._connection_seq = 0
         self._server: Server | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._open: set[ServerConnection] = set()
+        self._connections: dict[ServerConnection, _Connection] = {}
+        #: outbox entry id -> the connection holding it (sent, unacknowledged), across connections.
+        self._holders: dict[str, _Connection] = {}
+        self._unsubscribe: Callable[[], None] | None = None
+        # A connection at its in-flight limit re-checks with Redis this often: acks may have been
+        # handled by another gateway process, which cannot tell this one.
+        self._reconcile_s = max(0.05, min(1.0, ack_timeout_s))
         self._handlers: dict[str, Callable[[str, Mapping[str, Any]], Awaitable[dict[str, Any] | None]]] = {
             "hello": self._on_hello,
             "ack": self._on_ack,
@@ -170,9 +257,15 @@ class Gateway:
             close_timeout=self.close_timeout_s,
             server_header=None,
         )
+        self._unsubscribe = self.tokens.subscribe(self._tokens_changed)
+        if self.tokens.file is not None and self.tokens_reload_s > 0:
+            self._spawn(self.tokens.watch(self.tokens_reload_s), name="gateway-tokens-reload")
 
     async def aclose(self) -> None:
         """Close every connection (code 1001), wait for their handlers, then for any task left."""
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
         server, self._server = self._server, None
         if server is not None:
             server.close()
@@ -208,28 +301,38 @@ class Gateway:
 
     # -- handshake -------------------------------------------------------------------------------
 
-    def _backend_for(self, token: str) -> str | None:
-        """Constant-time lookup over all tokens, so timing does not reveal a near match."""
-        given, found = token.encode("utf-8"), None
-        for known, name in self._tokens:
-            if hmac.compare_digest(given, known):
-                found = name
-        return found
-
-    def _authenticate(self, path: str, headers: Headers) -> tuple[str | None, str]:
-        """``(backend, "")`` for a good token, else ``(None, why)``."""
+    @staticmethod
+    def _token_of(path: str, headers: Headers) -> tuple[str, str]:
+        """``(token, "")``, or ``("", why)`` when the request carries none in a usable form."""
         header = headers.get("Authorization")
         if header is not None:
             scheme, _, token = header.partition(" ")
             token = token.strip()
             if scheme.lower() != "bearer" or not token:
-                return None, "malformed Authorization header: expected 'Bearer <token>'"
-        else:
-            token = (parse_qs(urlsplit(path).query).get("token") or [""])[0]
-            if not token:
-                return None, "missing token: send 'Authorization: Bearer <token>' or ?token=<token>"
-        backend = self._backend_for(token)
+                return "", "malformed Authorization header: expected 'Bearer <token>'"
+            return token, ""
+        token = (parse_qs(urlsplit(path).query).get("token") or [""])[0]
+        if not token:
+            return "", "missing token: send 'Authorization: Bearer <token>' or ?token=<token>"
+        return token, ""
+
+    def _authenticate(self, path: str, headers: Headers) -> tuple[str | None, str]:
+        """``(backend, "")`` for a good token, else ``(None, why)``."""
+        token, why = self._token_of(path, headers)
+        if not token:
+            return None, why
+        backend = self.tokens.lookup(token)  # constant time over all tokens
         return (backend, "") if backend is not None else (None, "invalid token")
+
+    def _tokens_changed(self) -> None:
+        """The tokens were reloaded: close every connection whose token no longer names its backend."""
+        for conn in list(self._connections.values()):
+            if conn.close is None and self.tokens.lookup(conn.token) != conn.backend:
+                logger.warning("token of backend %r (%s) was revoked: closing its connection",
+                               conn.backend, conn.consumer)
+                conn.close = (CLOSE_TOKEN_REVOKED, "token revoked")
+                self._spawn(conn.ws.close(CLOSE_TOKEN_REVOKED, "token revoked"),
+                            name=f"gateway-revoke-{conn.consumer}")
 
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         path = urlsplit(request.path).path

@@ -3,6 +3,14 @@
 ``EventLog`` is the append-only record of what happened (``{prefix}:events``), bounded by an
 approximate ``MAXLEN`` so a long-running monitor does not grow Redis without limit.
 
+The audit trail of one stream (every intervention, lift, ack, nack, applied and review verdict, in
+order, with who and when) is indexed as it is written: the same entry also goes, in the same Lua
+script and under the same entry id, to ``{prefix}:audit:{stream_id}``, so a query reads only that
+stream's entries (``XRANGE``), never a scan of the whole log. Retention: the last ``audit_maxlen``
+(default 10,000; trimmed approximately) entries per stream, and a stream's index expires
+``audit_ttl_s`` (default 30 days) after its last audited event. The entry id is the time Redis
+recorded it (milliseconds since the epoch) and serves as the pagination cursor.
+
 ``Outbox`` (``{prefix}:outbox``) is how decisions (interventions and their lifts, each acknowledged by
 its key: ``intervention_id`` or ``lift_id``) reach the streaming backend at least once, even
 across gateway restarts and backend disconnects. One consumer group (``{prefix}:gateway``) reads it;
@@ -27,6 +35,7 @@ import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import redis
@@ -34,11 +43,13 @@ import redis.asyncio
 from redis.typing import StreamIdT
 
 from livesafe.events import (
+    Ack,
     Deliverable,
     Event,
     EventFormatError,
     Intervention,
     InterventionLifted,
+    ReviewVerdict,
     delivery_key,
     from_dict,
     to_dict,
@@ -56,19 +67,40 @@ redis.call('SET', KEYS[1], entry, 'EX', tonumber(ARGV[3]))
 return entry
 """
 
-# KEYS: marker, stream. ARGV: group. Returns {status, payload}: status 'ok', 'duplicate' or 'unknown'.
+# KEYS: event log, audit index. ARGV: log maxlen, audit maxlen, audit ttl s, type, stream_id, data.
+# The audit copy gets the log's entry id (a cursor valid in both), or a fresh one should the index
+# somehow be ahead (a clock step back after a failover).
+_APPEND_AUDITED = """
+local entry = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*',
+                         'type', ARGV[4], 'stream_id', ARGV[5], 'data', ARGV[6])
+local ok = redis.pcall('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], entry, 'type', ARGV[4], 'data', ARGV[6])
+if type(ok) == 'table' and ok.err then
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 'type', ARGV[4], 'data', ARGV[6])
+end
+redis.call('EXPIRE', KEYS[2], tonumber(ARGV[3]))
+return entry
+"""
+
+#: Event types indexed per stream for the audit trail.
+AUDITED = frozenset({"intervention", "intervention.lifted", "ack", "review"})
+#: Most audit entries kept per stream (approximately), and how long a stream's index outlives its last one.
+AUDIT_MAXLEN = 10_000
+AUDIT_TTL_S = 30 * 24 * 3600
+
+# KEYS: marker, stream. ARGV: group. Returns {status, payload, entry}: status 'ok', 'duplicate' or
+# 'unknown'.
 _ACK = """
 local entry = redis.call('GET', KEYS[1])
-if not entry then return {'unknown', ''} end
+if not entry then return {'unknown', '', ''} end
 local found = redis.call('XRANGE', KEYS[2], entry, entry)
 redis.call('XACK', KEYS[2], ARGV[1], entry)
-if #found == 0 then return {'duplicate', ''} end
+if #found == 0 then return {'duplicate', '', entry} end
 redis.call('XDEL', KEYS[2], entry)
 local fields = found[1][2]
 for i = 1, #fields, 2 do
-  if fields[i] == 'data' then return {'ok', fields[i + 1]} end
+  if fields[i] == 'data' then return {'ok', fields[i + 1], entry} end
 end
-return {'ok', ''}
+return {'ok', '', entry}
 """
 
 
@@ -96,25 +128,123 @@ def _dumps(event: Event) -> str:
     return json.dumps(to_dict(event), separators=(",", ":"), ensure_ascii=False)
 
 
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """One entry of a stream's audit trail: ``entry_id`` is also its id in the event log and its cursor."""
+
+    entry_id: str
+    event: Event
+
+    @property
+    def at(self) -> float:
+        """When it was recorded: Unix seconds, from the entry id (Redis server time)."""
+        return int(self.entry_id.split("-", 1)[0]) / 1000.0
+
+    @property
+    def what(self) -> str:
+        """``intervention``, ``lift``, ``ack``, ``nack``, ``applied``, ``overturn`` or ``uphold``."""
+        event = self.event
+        if isinstance(event, Ack):
+            return event.status
+        if isinstance(event, ReviewVerdict):
+            return event.verdict
+        return "lift" if isinstance(event, InterventionLifted) else event.type
+
+    @property
+    def who(self) -> str:
+        """The backend (acks), the reviewer (verdicts, overturns), or ``policy:NAME`` (decisions)."""
+        event = self.event
+        if isinstance(event, Ack):
+            return event.backend
+        if isinstance(event, ReviewVerdict):
+            return event.reviewer
+        if isinstance(event, InterventionLifted) and event.reviewer:
+            return event.reviewer
+        if isinstance(event, Intervention | InterventionLifted):
+            return f"policy:{event.policy}"
+        return ""
+
+    def as_dict(self) -> dict[str, Any]:
+        at = datetime.fromtimestamp(self.at, tz=UTC).isoformat(timespec="milliseconds")
+        return {"id": self.entry_id, "at": at.replace("+00:00", "Z"), "what": self.what, "who": self.who,
+                "stream_id": self.event.stream_id, "media_ts": self.event.media_ts,
+                "event": to_dict(self.event)}
+
+    def line(self) -> str:
+        """One human-readable line (the ``livesafe audit`` output)."""
+        event, detail = self.event, ""
+        if isinstance(event, Intervention):
+            effects = ",".join(event.effects)
+            detail = f"{event.intervention_id} {event.action}/{event.tier} {effects}: {event.reason}"
+        elif isinstance(event, InterventionLifted):
+            detail = f"{event.lift_id} of {event.intervention_id} ({event.reason}) {event.detail}"
+        elif isinstance(event, Ack):
+            detail = " ".join(x for x in (event.lift_id or event.intervention_id, ",".join(event.effects),
+                                          event.reason) if x)
+        elif isinstance(event, ReviewVerdict):
+            detail = f"{event.intervention_id} {event.note}".rstrip()
+        at = self.as_dict()["at"]
+        return f"{self.entry_id}  {at}  t={event.media_ts:8.2f}s  {self.what:<12} {self.who:<16} {detail}"
+
+
 class EventLog:
-    """Append-only log of livesafe events on the Redis Stream ``{prefix}:events``."""
+    """Append-only log of livesafe events on the Redis Stream ``{prefix}:events``, with a per-stream
+    audit index (``{prefix}:audit:{stream_id}``) of interventions, lifts, acks and verdicts."""
 
     def __init__(
-        self, redis_client: redis.asyncio.Redis, *, prefix: str = DEFAULT_PREFIX, maxlen: int = 100_000
+        self,
+        redis_client: redis.asyncio.Redis,
+        *,
+        prefix: str = DEFAULT_PREFIX,
+        maxlen: int = 100_000,
+        audit_maxlen: int = AUDIT_MAXLEN,
+        audit_ttl_s: int = AUDIT_TTL_S,
     ) -> None:
         self.redis = redis_client
         self.key = f"{prefix}:events"
         self.maxlen = maxlen
+        self.audit_maxlen = audit_maxlen
+        self.audit_ttl_s = audit_ttl_s
+        self._audit_prefix = f"{prefix}:audit:"
+        self._append_audited = self.redis.register_script(_APPEND_AUDITED)
+
+    def audit_key(self, stream_id: str) -> str:
+        return self._audit_prefix + stream_id
 
     async def append(self, event: Event) -> str:
-        """Append ``event`` (as ``to_dict`` JSON); returns the stream entry id."""
+        """Append ``event`` (as ``to_dict`` JSON), and index it in its stream's audit trail if it is
+        an intervention, lift, ack or verdict; returns the event log entry id."""
+        data = _dumps(event)
+        if event.type in AUDITED and event.stream_id:
+            entry = await self._append_audited(
+                keys=[self.key, self.audit_key(event.stream_id)],
+                args=[self.maxlen, self.audit_maxlen, self.audit_ttl_s, event.type, event.stream_id, data],
+            )
+            return _str(entry)
         entry = await self.redis.xadd(
             self.key,
-            {"type": event.type, "stream_id": event.stream_id, "data": _dumps(event)},
+            {"type": event.type, "stream_id": event.stream_id, "data": data},
             maxlen=self.maxlen,
             approximate=True,
         )
         return _str(entry)
+
+    async def audit(self, stream_id: str, *, after: str | None = None, limit: int = 100) -> list[AuditEntry]:
+        """The audit trail of one stream, oldest first: up to ``limit`` entries after the cursor ``after``
+        (an entry id; ``None``: from the start). Reads only that stream's index."""
+        if limit < 1:
+            raise ValueError(f"limit must be >= 1, got {limit}")
+        if after is not None and not _is_entry_id(after):
+            raise ValueError(f"'after' must be an entry id like 1718000000000-0, got {after[:40]!r}")
+        lower = "-" if after is None else f"({after}"
+        batch = await self.redis.xrange(self.audit_key(stream_id), min=lower, max="+", count=limit)
+        out: list[AuditEntry] = []
+        for entry_id, raw in batch or []:
+            try:
+                out.append(AuditEntry(_str(entry_id), from_dict(json.loads(_fields(raw)["data"]))))
+            except (KeyError, ValueError, EventFormatError) as exc:
+                logger.warning("audit of %s: skipping unreadable entry %s: %s", stream_id, entry_id, exc)
+        return out
 
     async def entries(
         self, *, stream_id: str | None = None, start: str = "-", count: int | None = None
@@ -184,6 +314,8 @@ class AckResult:
 
     status: str
     message: Deliverable | None = None
+    #: The outbox entry of the key (for ``ok`` and ``duplicate``): which delivery this settles.
+    entry_id: str = ""
 
 
 class Outbox:
@@ -303,15 +435,28 @@ class Outbox:
         Works whichever consumer (connection) holds the entry, or none: a backend that reconnected
         may ack what it received on its previous connection.
         """
-        status, payload = await self._ack(keys=[self._marker(key), self.key], args=[self.group])
-        status, payload = _str(status), _str(payload)
+        status, payload, entry = (_str(v) for v in await self._ack(
+            keys=[self._marker(key), self.key], args=[self.group]))
         if status != "ok":
-            return AckResult(status)
+            return AckResult(status, None, entry)
         try:
             event = from_dict(json.loads(payload))
         except (ValueError, EventFormatError):
-            return AckResult(status)
-        return AckResult(status, event if isinstance(event, Intervention | InterventionLifted) else None)
+            return AckResult(status, None, entry)
+        message = event if isinstance(event, Intervention | InterventionLifted) else None
+        return AckResult(status, message, entry)
+
+    async def held(self, consumer: str, count: int = 10_000) -> set[str]:
+        """The entry ids ``consumer`` holds: delivered to it and not acknowledged (at most ``count``)."""
+        try:
+            pending = await self.redis.xpending_range(
+                self.key, self.group, min="-", max="+", count=count, consumername=consumer
+            )
+        except redis.ResponseError as exc:
+            if "NOGROUP" in str(exc):
+                return set()
+            raise
+        return {_str(p["message_id"]) for p in pending}
 
     async def pending(self) -> int:
         """How many delivered messages await an ack (0 if nothing was ever claimed)."""
@@ -367,6 +512,11 @@ class Outbox:
                 await self.redis.xgroup_delconsumer(self.key, self.group, _str(info["name"]))
                 removed += 1
         return removed
+
+
+def _is_entry_id(text: str) -> bool:
+    ms, sep, seq = text.partition("-")
+    return ms.isdigit() and len(ms) <= 20 and (not sep or (seq.isdigit() and len(seq) <= 20))
 
 
 def _stream_replies(reply: Any) -> list[tuple[Any, list[tuple[Any, Any]]]]:
