@@ -9,8 +9,9 @@ prints it beside the measured figure.
 Assumptions (options of :func:`estimate`): a stream has speech about half of the time
 (``voiced_fraction``), one utterance every four seconds reaches the text classifier
 (``utterances_per_s``), and the machine is planned to ``target_utilisation`` of its cores, leaving room
-for decoding, the event loop and bursts. Decoding itself is not an analyzer; ``decode_s_per_s`` adds a
-flat allowance for it (measured ~0.02 CPU s per media second with key-frame-only decode of 720p).
+for decoding, the event loop and bursts. Decoding itself is not an analyzer; it gets a flat allowance
+measured on 720p30 H.264 (``make bench``): ~0.015 CPU s per media second decoding key frames only,
+~0.08 decoding every frame (the default, and always when an analyzer such as motion has its own feed).
 """
 
 from __future__ import annotations
@@ -20,13 +21,17 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from livesafe.analyzers.base import AnalyzerCost
+from livesafe.analyzers.base import AnalyzerCost, sample_fps
 
 if TYPE_CHECKING:
     from livesafe.pipeline import Analyzers
     from livesafe.policy import SamplingPolicy
 
 __all__ = ["LoadEstimate", "estimate"]
+
+#: CPU seconds per media second to decode 720p30 H.264: every frame, or key frames only.
+FULL_DECODE_S = 0.08
+KEYFRAME_DECODE_S = 0.015
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +72,7 @@ def _load(cost: AnalyzerCost, calls_per_s: float, media_fraction: float = 1.0) -
 def _vision(analyzers: Iterable[Any], fps: float) -> dict[str, float]:
     out: dict[str, float] = {}
     for analyzer in analyzers:
-        own: float | None = getattr(analyzer, "sample_fps", None)  # analyzers with their own feed
+        own = sample_fps(analyzer)  # analyzers with their own feed
         out[analyzer.name] = _load(analyzer.cost, own if own else fps)
     return out
 
@@ -80,7 +85,7 @@ def estimate(
     voiced_fraction: float = 0.5,
     utterances_per_s: float = 0.25,
     target_utilisation: float = 0.75,
-    decode_s_per_s: float = 0.02,
+    decode_s_per_s: float | None = None,
 ) -> LoadEstimate:
     """The planned CPU load of one stream under ``sampling`` with ``analyzers`` (see the module docs)."""
     if not 0.0 <= voiced_fraction <= 1.0:
@@ -88,6 +93,9 @@ def estimate(
     if not 0.0 < target_utilisation <= 1.0:
         raise ValueError(f"target_utilisation must be in (0, 1], got {target_utilisation}")
     cores = cores or os.cpu_count() or 1
+    if decode_s_per_s is None:
+        every_frame = not sampling.keyframes_only or any(sample_fps(a) for a in analyzers.vision)
+        decode_s_per_s = FULL_DECODE_S if every_frame else KEYFRAME_DECODE_S
     parts = {"decode": decode_s_per_s, **_vision(analyzers.vision, sampling.video_fps)}
     if analyzers.speech is not None:
         parts[analyzers.speech.name] = _load(analyzers.speech.cost, utterances_per_s, voiced_fraction)

@@ -32,3 +32,22 @@ def test_estimate_refuses_nonsense_assumptions() -> None:
         estimate(SamplingPolicy(), Analyzers(), voiced_fraction=2.0)
     with pytest.raises(ValueError, match="target_utilisation"):
         estimate(SamplingPolicy(), Analyzers(), target_utilisation=0.0)
+
+
+def test_decode_allowance_follows_the_sampling_mode() -> None:
+    from livesafe.capacity import FULL_DECODE_S, KEYFRAME_DECODE_S
+
+    assert estimate(SamplingPolicy(keyframes_only=True), Analyzers()).parts["decode"] == KEYFRAME_DECODE_S
+    assert estimate(SamplingPolicy(keyframes_only=False), Analyzers()).parts["decode"] == FULL_DECODE_S
+
+
+@pytest.mark.models
+def test_an_analyzer_with_its_own_feed_is_planned_at_its_rate() -> None:
+    from livesafe.analyzers.motion import MotionViolenceAnalyzer
+
+    motion = MotionViolenceAnalyzer()
+    load = estimate(SamplingPolicy(video_fps=1.0, keyframes_only=True), Analyzers(vision=[motion]))
+    assert load.parts[motion.name] == pytest.approx(motion.cost.per_call_s * 8 + motion.cost.per_media_s)
+    from livesafe.capacity import FULL_DECODE_S
+
+    assert load.parts["decode"] == FULL_DECODE_S  # motion needs every frame decoded
