@@ -27,6 +27,7 @@ from typing import Generic, TypeVar
 
 from livesafe.analyzers.base import AnalyzerCost, TextAnalyzer
 from livesafe.events import Signal, Transcript
+from livesafe.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -98,13 +99,7 @@ class MicroBatcher(Generic[T, R]):
         runner, self._runner = self._runner, None
         if runner is None:
             return
-        runner.cancel()
-        try:
-            await runner
-        except asyncio.CancelledError:
-            current = asyncio.current_task()
-            if current is not None and current.cancelling():
-                raise
+        await cancel_and_wait(runner)
         queue, self._queue = self._queue, None
         while queue is not None and not queue.empty():
             _, future = queue.get_nowait()

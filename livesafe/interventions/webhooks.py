@@ -38,6 +38,7 @@ from standardwebhooks import Webhook, WebhookVerificationError
 
 from livesafe.events import to_dict
 from livesafe.interventions.outbox import Delivery, Outbox, reraise_swallowed_cancel
+from livesafe.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -168,14 +169,7 @@ class WebhookDispatcher:
 
     async def aclose(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                current = asyncio.current_task()
-                if current is not None and current.cancelling():
-                    raise
+        await cancel_and_wait(task)
         session, self._session = self._session, None
         if session is not None:
             await session.close()
