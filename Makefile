@@ -35,7 +35,7 @@ test: install-test
 	$(VENV)/bin/pytest
 
 lint: install-test
-	$(VENV)/bin/ruff check livesafe tests scripts
+	$(VENV)/bin/ruff check livesafe tests scripts examples
 	$(VENV)/bin/mypy
 
 check: lint test

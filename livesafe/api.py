@@ -5,12 +5,21 @@
     GET    /v1/streams                                                   -> 200 streams with metrics
     POST   /v1/interventions/{intervention_id}/overturn
                                 {"reviewer", "note", "stream_id"?}       -> 200 the intervention.lifted
+    GET    /v1/streams/{stream_id}/audit?limit=100&after=ENTRY_ID        -> 200 the stream's audit trail
     GET    /v1/health                                                    -> 200
+
+The audit trail lists every intervention, lift, ack, nack, applied and review verdict (overturn) of one
+stream, oldest first, each with ``id`` (the cursor: pass the last one as ``after`` for the next page;
+``next`` is null on the last page), ``at`` (when it was recorded, UTC), ``what``, ``who`` (backend,
+reviewer or ``policy:NAME``), ``media_ts`` and the ``event`` itself. It reads a per-stream index, not the
+whole event log; it outlives the stream (see :mod:`livesafe.interventions.outbox` for the retention).
 
 An overturn lifts an intervention in force (``reason: overturned``): the verdict goes to the event log and
 the lift goes to the backend through the outbox like any intervention. ``stream_id`` may be left out.
 
-Every call but ``/v1/health`` needs ``Authorization: Bearer TOKEN`` (the backend tokens). Errors are JSON
+Every call but ``/v1/health`` needs ``Authorization: Bearer TOKEN``: the backend tokens, the same
+:class:`~livesafe.interventions.tokens.TokenSet` as the gateway's, so a reloaded tokens file applies
+here at once. Errors are JSON
 ``{"type": "error", "reason": ...}`` with a 4xx status naming what was wrong. Other routes (WHIP) can be
 added to the same application.
 """
@@ -26,11 +35,16 @@ from typing import Any, Protocol
 from aiohttp import web
 
 from livesafe.events import InterventionLifted, to_dict
+from livesafe.interventions.outbox import EventLog
+from livesafe.interventions.tokens import TokenSet
 
 log = logging.getLogger(__name__)
 
 #: Largest control request body accepted.
 MAX_BODY = 64 * 1024
+#: Most audit entries returned by one request, and the default.
+MAX_AUDIT_LIMIT = 1000
+DEFAULT_AUDIT_LIMIT = 100
 #: The authenticated backend's name, set on each request by the auth middleware.
 BACKEND = web.RequestKey("backend", str)
 
@@ -52,6 +66,9 @@ class Controller(Protocol):
 
     def find_stream(self, intervention_id: str) -> str | None: ...
 
+    @property
+    def events(self) -> EventLog: ...
+
 
 def _error(status: int, reason: str) -> web.Response:
     return web.json_response({"type": "error", "reason": reason}, status=status)
@@ -63,10 +80,13 @@ def bearer_backend(request: web.Request, tokens: Mapping[str, str]) -> str | Non
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token:
         return None
-    for known, name in tokens.items():
-        if hmac.compare_digest(token.strip().encode(), known.encode()):
-            return name
-    return None
+    if isinstance(tokens, TokenSet):
+        return tokens.lookup(token.strip())
+    given, found = token.strip().encode(), None
+    for known, name in tokens.items():  # no early exit: constant time over all tokens
+        if hmac.compare_digest(given, known.encode()):
+            found = name
+    return found
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -150,11 +170,29 @@ def make_app(
             return _error(404, str(exc))
         return web.json_response({"type": "ok", "for": "stream.ended", "stream_id": stream_id})
 
+    async def audit(request: web.Request) -> web.Response:
+        stream_id = request.match_info["stream_id"]
+        after = request.query.get("after") or None
+        try:
+            limit = int(request.query.get("limit", DEFAULT_AUDIT_LIMIT))
+        except ValueError:
+            return _error(400, "'limit' must be an integer")
+        if not 1 <= limit <= MAX_AUDIT_LIMIT:
+            return _error(400, f"'limit' must be between 1 and {MAX_AUDIT_LIMIT}")
+        try:
+            entries = await controller.events.audit(stream_id, after=after, limit=limit)
+        except ValueError as exc:
+            return _error(400, str(exc))
+        next_cursor = entries[-1].entry_id if len(entries) == limit else None
+        return web.json_response({"type": "audit", "stream_id": stream_id,
+                                  "entries": [e.as_dict() for e in entries], "next": next_cursor})
+
     app = web.Application(middlewares=[auth], client_max_size=MAX_BODY)
     app.router.add_get("/v1/health", health)
     app.router.add_get("/v1/streams", list_streams)
     app.router.add_post("/v1/streams", start)
     app.router.add_delete("/v1/streams/{stream_id}", end)
+    app.router.add_get("/v1/streams/{stream_id}/audit", audit)
     app.router.add_post("/v1/interventions/{intervention_id}/overturn", overturn)
     app.add_routes(extra_routes)
     return app

@@ -20,6 +20,7 @@ from livesafe.events import Event, Intervention, Signal, StreamState, Transcript
 from livesafe.policy import Policy, PolicyError, load_policy
 
 if TYPE_CHECKING:
+    from livesafe.interventions.tokens import TokenSet
     from livesafe.interventions.webhooks import WebhookEndpoint
     from livesafe.service import Service
 
@@ -61,6 +62,16 @@ def _parser() -> argparse.ArgumentParser:
     _service_args(d, default_port=8765)
     d.add_argument("--loop", action="store_true", help="replay the demo streams until interrupted")
 
+    au = sub.add_parser("audit", help="print one stream's audit trail: interventions, lifts, acks, verdicts")
+    au.add_argument("stream_id")
+    au.add_argument("--limit", type=int, default=100, help="entries per page (default 100)")
+    au.add_argument("--after", metavar="ENTRY_ID", help="start after this entry id (a cursor)")
+    au.add_argument("--all", action="store_true", help="follow the cursor to the last entry")
+    au.add_argument("--json", action="store_true", help="print one JSON object per line")
+    au.add_argument("--prefix", default="livesafe", help="Redis key prefix")
+    au.add_argument("--redis-url", default=os.environ.get("REDIS_URL"),
+                    help="the service's Redis (default: $REDIS_URL)")
+
     ct = sub.add_parser("classify-text", help="score lines of text from stdin with the text classifier")
     ct.add_argument("--policy", type=Path, help="policy YAML (thresholds and extra terms)")
     ct.add_argument("--batch", type=int, default=64, help="lines scored per model pass")
@@ -97,6 +108,9 @@ def _service_args(p: argparse.ArgumentParser, default_port: int = 8765) -> None:
     p.add_argument("--port", type=int, default=int(os.environ.get("LIVESAFE_PORT", default_port)))
     p.add_argument("--token", action="append", default=[], metavar="NAME=TOKEN",
                    help="a backend name and its token (repeatable; also LIVESAFE_TOKENS=name=token,...)")
+    p.add_argument("--tokens-file", type=Path, metavar="FILE",
+                   help="YAML/JSON file of backend name -> list of tokens, re-read when it changes "
+                        "(rotation without downtime; also LIVESAFE_TOKENS_FILE)")
     p.add_argument("--prefix", default="livesafe", help="Redis key prefix")
     p.add_argument("--webhook", action="append", default=[], metavar="[NAME=]URL",
                    help="also deliver interventions as signed POSTs to URL (Standard Webhooks; repeatable); "
@@ -128,6 +142,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "policy":
             return _policy_check(args.files)
+        if args.command == "audit":
+            return asyncio.run(_audit(args))
         policy = load_policy(args.policy)
         if args.command == "classify-text":
             return _classify_text(policy, args.batch)
@@ -267,9 +283,47 @@ async def _watch(args: argparse.Namespace, policy: Policy) -> int:
     return 0
 
 
+# -- audit -------------------------------------------------------------------------------------------
+
+async def _audit(args: argparse.Namespace) -> int:
+    """Print a stream's audit trail from the service's Redis (the per-stream index, not a log scan)."""
+    from livesafe.interventions.outbox import EventLog
+    from livesafe.store import RedisUnavailableError, open_redis
+
+    if not args.redis_url:
+        print("livesafe: audit reads the service's Redis: set REDIS_URL or pass --redis-url "
+              "(or use GET /v1/streams/STREAM_ID/audit on the HTTP API)", file=sys.stderr)
+        return 2
+    if args.limit < 1:
+        print("livesafe: --limit must be >= 1", file=sys.stderr)
+        return 2
+    printed = 0
+    try:
+        async with open_redis(args.redis_url) as client:
+            events, after = EventLog(client, prefix=args.prefix), args.after
+            while True:
+                entries = await events.audit(args.stream_id, after=after, limit=args.limit)
+                for entry in entries:
+                    print(json.dumps(entry.as_dict()) if args.json else entry.line(), flush=True)
+                printed += len(entries)
+                if not args.all or len(entries) < args.limit:
+                    break
+                after = entries[-1].entry_id
+    except (RedisUnavailableError, ValueError) as exc:
+        print(f"livesafe: {exc}", file=sys.stderr)
+        return 2
+    if not printed:
+        print(f"livesafe: no audit entries for stream {args.stream_id!r}"
+              + (f" after {args.after}" if args.after else ""), file=sys.stderr)
+    return 0
+
+
 # -- run / demo --------------------------------------------------------------------------------------
 
-def _tokens(args: argparse.Namespace, demo: bool) -> dict[str, str]:
+def _tokens(args: argparse.Namespace, demo: bool) -> TokenSet:
+    """--token / LIVESAFE_TOKENS, plus --tokens-file / LIVESAFE_TOKENS_FILE (re-read when it changes)."""
+    from livesafe.interventions.tokens import TokenError, TokenSet
+
     pairs = list(args.token)
     env = os.environ.get("LIVESAFE_TOKENS", "")
     pairs += [p for p in env.split(",") if p.strip()]
@@ -279,11 +333,17 @@ def _tokens(args: argparse.Namespace, demo: bool) -> dict[str, str]:
         if not sep or not name.strip() or not token.strip():
             raise SystemExit(f"livesafe: bad token {pair!r}: expected NAME=TOKEN")
         tokens[token.strip()] = name.strip()
-    if demo and not tokens:
+    file = args.tokens_file or os.environ.get("LIVESAFE_TOKENS_FILE") or None
+    if demo and not tokens and not file:
         tokens[DEMO_TOKEN] = "demo-backend"
-    if not tokens:
-        raise SystemExit("livesafe: no backend token: pass --token NAME=TOKEN or set LIVESAFE_TOKENS")
-    return tokens
+    try:
+        token_set = TokenSet(tokens, file=file)
+    except TokenError as exc:
+        raise SystemExit(f"livesafe: bad tokens: {exc}") from None
+    if not token_set:
+        raise SystemExit("livesafe: no backend token: pass --token NAME=TOKEN, set LIVESAFE_TOKENS, or "
+                         "--tokens-file FILE")
+    return token_set
 
 
 def _webhooks(args: argparse.Namespace) -> tuple[WebhookEndpoint, ...]:

@@ -16,7 +16,16 @@ Usage::
                 apply(received.intervention)
             await client.ack(received)          # by intervention_id or lift_id, as fits
 
-Run ``python -m livesafe.client URL --token TOKEN`` for a backend that prints and acks everything.
+Run ``python -m livesafe.client URL --token TOKEN`` for a backend that prints and acks everything;
+``examples/backend.py`` is a fuller example that applies and undoes effects.
+
+Backpressure: at most ``max_pending`` (default 1,000) received messages wait for ``async for``. When
+that many are waiting, the client stops reading from the websocket until the application takes one:
+websockets then stops reading the socket, TCP flow control pushes back on the gateway, and memory does
+not grow with a slow consumer. (The gateway sends a connection at most ``max_in_flight`` unacknowledged
+deliveries anyway, so with acks the queue stays below that.) While reading is paused, replies to
+control messages and pings wait too: keep consuming. A consumer stuck for longer than the keepalive
+timeout loses its connection; what it held is then resent, to it or another backend connection.
 """
 
 from __future__ import annotations
@@ -28,6 +37,7 @@ import json
 import logging
 import random
 import uuid
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
@@ -98,10 +108,6 @@ class ProtocolVersionError(ConnectionError):
     """The gateway and this client share no protocol version. Not retried."""
 
 
-class _End:
-    """Queue sentinel: iteration is over."""
-
-
 @dataclass(slots=True)
 class _Pending:
     """A control message awaiting its reply, and the connection it went out on."""
@@ -125,9 +131,15 @@ class BackendClient:
         open_timeout_s: float = 10.0,
         max_message_bytes: int = 2**20,
         on_notice: Callable[[dict[str, Any]], None] | None = None,
+        max_pending: int = 1000,
     ) -> None:
-        """``auto_ack`` acks on receipt, before your code sees the intervention (at-most-once for you)."""
+        """``auto_ack`` acks on receipt, before your code sees the intervention (at-most-once for you).
+
+        ``max_pending``: received messages held for ``async for``; when full, reading pauses."""
+        if max_pending < 1:
+            raise ValueError(f"max_pending must be >= 1, got {max_pending}")
         self.url = url
+        self.max_pending = max_pending
         self._token = token
         self.auto_ack = auto_ack
         self.backoff_initial_s = backoff_initial_s
@@ -145,7 +157,15 @@ class BackendClient:
         self.last_error: str | None = None
         self._ws: ClientConnection | None = None
         self._state_changed = asyncio.Event()  # set while connected, or once the client is finished
-        self._queue: asyncio.Queue[Received | _End | BaseException] = asyncio.Queue()
+        # Bounded: the connection's reader waits for room (see the module docstring).
+        self._queue: deque[Received] = deque()
+        self._readable = asyncio.Event()  # set while the queue has items or iteration is over
+        self._room = asyncio.Event()  # set while the queue has room
+        self._room.set()
+        self._end: BaseException | None = None
+        self._ended = False
+        #: How many times reading paused because ``max_pending`` messages were waiting.
+        self.paused = 0
         self._replies: dict[str, _Pending] = {}
         self._runner: asyncio.Task[None] | None = None
         self._closing = False
@@ -198,7 +218,9 @@ class BackendClient:
     def _finish(self, failure: BaseException | None) -> None:
         self._failure = self._failure or failure
         self._state_changed.set()
-        self._queue.put_nowait(failure if failure is not None else _End())
+        if not self._ended:  # what was already received is still yielded first
+            self._ended, self._end = True, failure
+            self._readable.set()
         self._fail_replies(None, ConnectionError("BackendClient closed before the gateway replied"))
 
     def _fail_replies(self, ws: ClientConnection | None, exc: BaseException) -> None:
@@ -285,7 +307,7 @@ class BackendClient:
             received = Received(event, int(delivery.get("attempt", 1)))
             if self.auto_ack:
                 await ws.send(json.dumps({"type": "ack", **_target(received)}))
-            self._queue.put_nowait(received)
+            await self._put(received)
             return
         pending = self._replies.get(str(msg.get("ref")))
         if pending is not None and not pending.future.done():
@@ -306,14 +328,33 @@ class BackendClient:
     def __aiter__(self) -> BackendClient:
         return self
 
+    @property
+    def pending(self) -> int:
+        """Received messages waiting for ``async for`` (at most ``max_pending``)."""
+        return len(self._queue)
+
+    async def _put(self, received: Received) -> None:
+        """Queue for the application; with ``max_pending`` waiting, stop reading until one is taken."""
+        if len(self._queue) >= self.max_pending:
+            self.paused += 1
+            logger.debug("%d messages wait for the application: pausing reads", len(self._queue))
+            while len(self._queue) >= self.max_pending:
+                self._room.clear()
+                await self._room.wait()
+        self._queue.append(received)
+        self._readable.set()
+
     async def __anext__(self) -> Received:
-        item = await self._queue.get()
-        if isinstance(item, Received):
-            return item
-        self._queue.put_nowait(item)  # keep later calls ending too
-        if isinstance(item, BaseException):
-            raise item
-        raise StopAsyncIteration
+        while not self._queue:
+            if self._ended:  # later calls keep ending too
+                if self._end is not None:
+                    raise self._end
+                raise StopAsyncIteration
+            self._readable.clear()
+            await self._readable.wait()
+        item = self._queue.popleft()
+        self._room.set()
+        return item
 
     async def _send(self, message: Mapping[str, Any]) -> ClientConnection:
         """Send on the current connection, waiting for one if need be; returns the one used."""

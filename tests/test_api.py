@@ -14,6 +14,7 @@ import redis.asyncio
 from livesafe.api import HttpServer, make_app
 from livesafe.client import BackendClient
 from livesafe.events import Ack, Intervention, InterventionLifted, ReviewVerdict, Signal, to_dict
+from livesafe.interventions.tokens import TokenSet
 from livesafe.pipeline import Analyzers
 from livesafe.policy import load_policy
 from livesafe.service import Service, ServiceOptions
@@ -140,3 +141,63 @@ async def test_lift_decided_by_a_tick_reaches_the_backend(api: tuple[Service, st
     assert first.message == warn
     assert second.lifted is not None
     assert (second.lifted.intervention_id, second.lifted.reason) == (warn.intervention_id, "risk_fell")
+
+
+async def test_audit_over_http_lists_the_streams_trail_in_pages(
+    api: tuple[Service, str], tmp_path: Path
+) -> None:
+    service, url = api
+    warn = await running_stream_with_a_warning(service, tmp_path)
+    async with BackendClient(service.gateway.url, "tok") as backend:
+        async with asyncio.timeout(10):
+            got = await anext(backend)
+        await backend.applied(got, "s1", ("notice",), "banner shown")
+        await backend.ping()
+        await call("POST", f"{url}/v1/interventions/{warn.intervention_id}/overturn",
+                   json={"reviewer": "ana"}, headers=AUTH)
+        async with asyncio.timeout(10):
+            await backend.ack(await anext(backend))
+        await backend.ping()
+    status, reply = await call("GET", f"{url}/v1/streams/s1/audit", headers=AUTH)
+    assert (status, reply["type"], reply["stream_id"], reply["next"]) == (200, "audit", "s1", None)
+    trail = [(e["what"], e["who"]) for e in reply["entries"]]
+    assert trail == [("intervention", f"policy:{warn.policy}"), ("applied", "backend-a"),
+                     ("overturn", "ana"), ("lift", "ana"), ("ack", "backend-a")]
+    assert reply["entries"][0]["event"]["intervention_id"] == warn.intervention_id
+    # Page by page with the cursor: the same entries, in the same order.
+    entries, after = [], ""
+    while True:
+        status, page = await call("GET", f"{url}/v1/streams/s1/audit?limit=2{after}", headers=AUTH)
+        entries += page["entries"]
+        if page["next"] is None:
+            break
+        after = f"&after={page['next']}"
+    assert entries == reply["entries"]
+    status, other = await call("GET", f"{url}/v1/streams/elsewhere/audit", headers=AUTH)
+    assert (status, other["entries"]) == (200, [])
+    for query, reason in (("limit=0", "'limit'"), ("limit=x", "'limit'"), ("after=soon", "entry id")):
+        status, bad = await call("GET", f"{url}/v1/streams/s1/audit?{query}", headers=AUTH)
+        assert status == 400 and reason in bad["reason"]
+    status, _ = await call("GET", f"{url}/v1/streams/s1/audit")
+    assert status == 401
+
+
+async def test_the_api_follows_a_reloaded_tokens_file(
+    r: redis.asyncio.Redis, prefix: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "tokens.yaml"
+    path.write_text("backend-a: [old]\n")
+    tokens = TokenSet(file=path)
+    options = ServiceOptions(port=0, tokens=tokens, prefix=prefix)
+    async with Service(load_policy(), Analyzers(), r, options) as service:
+        assert service.gateway.tokens is tokens  # one token set for both
+        async with HttpServer(make_app(service, tokens)) as http:
+            old, new = {"Authorization": "Bearer old"}, {"Authorization": "Bearer new"}
+            assert (await call("GET", f"{http.url}/v1/streams", headers=old))[0] == 200
+            assert (await call("GET", f"{http.url}/v1/streams", headers=new))[0] == 401
+            tmp = path.with_name("tokens.tmp")
+            tmp.write_text("backend-a: [new]\n")
+            tmp.replace(path)
+            assert tokens.reload()  # what the gateway's reload task does every few seconds
+            assert (await call("GET", f"{http.url}/v1/streams", headers=old))[0] == 401
+            assert (await call("GET", f"{http.url}/v1/streams", headers=new))[0] == 200

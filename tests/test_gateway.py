@@ -16,6 +16,8 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from livesafe.client import AuthenticationError, BackendClient, GatewayError, Received, print_interventions
 from livesafe.events import Ack, Intervention, make_id
 from livesafe.interventions.gateway import PROTOCOL, Gateway, StreamEnded, StreamStarted
+from livesafe.interventions.protocol import check_outgoing
+from tests.waiting import until
 
 TOKEN = "t0ken-acme"
 TOKENS = {TOKEN: "acme"}
@@ -292,6 +294,7 @@ async def test_oversized_message_closes_with_1009_and_server_carries_on(gateway:
                 await recv_json(ws)
             assert info.value.rcvd is not None
             assert info.value.rcvd.code == 1009
+            assert "exceeds limit of 1024 bytes" in info.value.rcvd.reason
         async with await raw_connect(gw) as ws:
             assert (await recv_json(ws))["type"] == "hello"
 
@@ -358,3 +361,154 @@ async def test_printing_backend_prints_and_acks(
         assert ack.intervention_id == intervention(1).intervention_id
     out = capsys.readouterr().out
     assert "[s1 t=1.0s] RESTRICT violence score=0.80 effects=age_gate,blur" in out
+
+
+# -- limits -----------------------------------------------------------------------------------------
+
+
+async def test_over_the_rate_limit_messages_are_dropped_with_a_reason(gateway: GatewayFactory) -> None:
+    async with gateway(rate_limit_per_s=0.5, rate_burst=3) as gw, await raw_connect(gw) as ws:
+        hello = await recv_json(ws)
+        assert hello["rate_limit"] == {"per_s": 0.5, "burst": 3}
+        for n in range(3):
+            await ws.send(json.dumps({"type": "ping", "ref": n}))
+            assert await recv_json(ws) == {"type": "pong", "ref": n}
+        await ws.send(json.dumps({"type": "ping", "ref": "over"}))
+        error = await recv_json(ws)
+        assert check_outgoing(error) == "error"
+        assert (error["code"], error["ref"], error["for"]) == ("rate_limited", "over", "ping")
+        assert "rate limit of 0.5 messages/s" in error["reason"] and "dropped" in error["reason"]
+        assert 0 < error["retry_after_s"] <= 2.0
+        await ws.send("{not json")  # anything counts, bad frames too
+        assert (await recv_json(ws))["code"] == "rate_limited"
+
+
+async def test_sustained_abuse_closes_with_1008(gateway: GatewayFactory) -> None:
+    async with gateway(rate_limit_per_s=1.0, rate_burst=4) as gw:
+        async with await raw_connect(gw) as ws:
+            await recv_json(ws)
+            codes = []
+            with pytest.raises(ConnectionClosed) as info:
+                for n in range(50):
+                    await ws.send(json.dumps({"type": "ping", "ref": n}))
+                    reply = await recv_json(ws)
+                    codes.append(reply.get("code"))
+            assert info.value.rcvd is not None
+            assert (info.value.rcvd.code, info.value.rcvd.reason) == (1008, "rate limit exceeded")
+            # The burst was served, then dropped messages used up the strikes (one per burst slot).
+            assert codes[:4] == [None] * 4 and set(codes[4:]) == {"rate_limited"}
+            assert len(codes) <= 4 + 4 + 1
+        async with await raw_connect(gw) as ws:  # the gateway carries on
+            assert (await recv_json(ws))["type"] == "hello"
+
+
+async def test_acks_of_held_deliveries_are_never_rate_limited(gateway: GatewayFactory) -> None:
+    async with gateway(rate_limit_per_s=0.1, rate_burst=1) as gw, BackendClient(gw.url, TOKEN) as client:
+        ivs = [intervention(n) for n in range(1, 11)]
+        for iv in ivs:
+            await gw.outbox.publish(iv)
+        for _ in ivs:
+            await client.ack(await next_received(client))
+        async with asyncio.timeout(WAIT):
+            while await gw.outbox.backlog():  # noqa: ASYNC110 -- no event: a ping would be rate limited
+                await asyncio.sleep(0.02)
+        assert len(await acks_in_log(gw)) == 10
+        assert client.last_error is None
+        await client.ack(ivs[0].intervention_id)  # no longer held: this one counts (the burst of 1)
+        await client.ack(ivs[1].intervention_id)  # and this one is over the limit
+        async with asyncio.timeout(WAIT):
+            await until(lambda: client.last_error is not None)
+        assert "rate limit" in str(client.last_error)
+
+
+async def drain(ws: ClientConnection, quiet_s: float = 0.3) -> list[dict[str, Any]]:
+    """Messages until none came for ``quiet_s``."""
+    out: list[dict[str, Any]] = []
+    while True:
+        try:
+            async with asyncio.timeout(quiet_s):
+                out.append(json.loads(await ws.recv()))
+        except TimeoutError:
+            return out
+
+
+async def test_a_backend_that_never_acks_holds_at_most_max_in_flight_and_the_rest_goes_elsewhere(
+    gateway: GatewayFactory,
+) -> None:
+    async with gateway(max_in_flight=3, ack_timeout_s=30.0) as gw:
+        hoarder = await raw_connect(gw)
+        assert (await recv_json(hoarder))["max_in_flight"] == 3
+        ivs = [intervention(n) for n in range(1, 13)]
+        for iv in ivs:
+            await gw.outbox.publish(iv)
+        held = await drain(hoarder)
+        assert len(held) == 3  # and no more, however long it waits
+        async with BackendClient(gw.url, TOKEN) as worker:
+            got = []
+            for _ in range(9):
+                got.append(await next_received(worker))
+                await worker.ack(got[-1])  # it too holds at most 3 unacknowledged
+            await worker.ping()
+            assert await drain(hoarder) == []
+            assert {x.intervention.seq for x in got} | {m["seq"] for m in held} == set(range(1, 13))
+            assert sorted(gw.in_flight().values()) == [0, 3]
+            # The hoarder goes away: what it held goes to the other connection at once.
+            await hoarder.close()
+            rest = [await next_received(worker) for _ in range(3)]
+            assert {x.intervention.seq for x in rest} == {m["seq"] for m in held}
+            assert {x.attempt for x in rest} == {2}
+            for x in rest:
+                await worker.ack(x)
+            await worker.ping()
+        assert await gw.outbox.backlog() == 0
+
+
+async def test_two_backends_share_the_load_within_their_in_flight_limits(gateway: GatewayFactory) -> None:
+    async with gateway(max_in_flight=2) as gw:
+        a = BackendClient(gw.url, TOKEN)
+        b = BackendClient(gw.url, TOKEN)
+        async with a, b:
+            await a.wait_connected()
+            await b.wait_connected()
+            for n in range(1, 21):
+                await gw.outbox.publish(intervention(n))
+            seen: dict[str, list[int]] = {"a": [], "b": []}
+
+            async def consume(name: str, client: BackendClient, other: str) -> None:
+                while sum(map(len, seen.values())) < 20:
+                    try:
+                        async with asyncio.timeout(0.5):
+                            x = await anext(client)
+                    except TimeoutError:
+                        continue
+                    seen[name].append(x.intervention.seq)
+                    # a holds its first deliveries until b has had some: both must get work.
+                    if name == "a" and not seen[other]:
+                        async with asyncio.timeout(WAIT):
+                            await until(lambda: bool(seen[other]))
+                    await client.ack(x)
+
+            async with asyncio.timeout(WAIT * 2), asyncio.TaskGroup() as group:
+                group.create_task(consume("a", a, "b"))
+                group.create_task(consume("b", b, "a"))
+            assert seen["a"] and seen["b"]
+            assert sorted(seen["a"] + seen["b"]) == list(range(1, 21))  # each to one of them
+            await a.ping()
+            await b.ping()
+        assert await gw.outbox.backlog() == 0
+
+
+async def test_at_the_limit_unacked_deliveries_are_still_resent(gateway: GatewayFactory) -> None:
+    async with gateway(max_in_flight=2, ack_timeout_s=0.2) as gw, await raw_connect(gw) as ws:
+        await recv_json(ws)
+        for n in (1, 2, 3):
+            await gw.outbox.publish(intervention(n))
+        first = [await recv_json(ws), await recv_json(ws)]
+        resent = [await recv_json(ws), await recv_json(ws)]
+        assert [m["seq"] for m in first] == [1, 2] and [m["delivery"]["attempt"] for m in first] == [1, 1]
+        assert sorted(m["seq"] for m in resent) == [1, 2]  # the same two again, not the third
+        assert {m["delivery"]["attempt"] for m in resent} == {2}
+        await ws.send(json.dumps({"type": "ack", "intervention_id": first[0]["intervention_id"]}))
+        while (third := await recv_json(ws))["seq"] != 3:
+            pass  # further resends of 1 or 2 may come first
+        assert third["delivery"]["attempt"] == 1

@@ -14,7 +14,6 @@ created it, and only that backend can delete it: a stream's monitoring cannot be
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 import re
 import uuid
@@ -27,6 +26,7 @@ from aiortc import sdp as aiortc_sdp
 
 from livesafe.ingest.source import IngestOptions
 from livesafe.ingest.webrtc import SDP_ERRORS, WebRTCSource, default_configuration
+from livesafe.interventions.tokens import TokenSet
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,9 @@ class WhipEndpoint:
         """``tokens`` maps each accepted token to the backend name it authenticates."""
         if not tokens:
             raise ValueError("WhipEndpoint needs at least one token: no publisher could ever connect")
-        self._tokens = [(token.encode("utf-8"), name) for token, name in tokens.items()]
+        # The live token set when given one (a tokens file reloaded while running: rotation applies here
+        # at once, as on the websocket gateway), else a fixed copy.
+        self._tokens = tokens if isinstance(tokens, TokenSet) else TokenSet(tokens)
         self._on_session = on_session
         self.options = options or IngestOptions()
         self.prefix = prefix.rstrip("/")
@@ -194,10 +196,7 @@ class WhipEndpoint:
         elif scheme.lower() != "bearer" or not token:
             reason = "malformed Authorization header: expected 'Bearer <token>'"
         else:
-            given, backend = token.encode("utf-8"), None
-            for known, name in self._tokens:  # constant time over all tokens
-                if hmac.compare_digest(given, known):
-                    backend = name
+            backend = self._tokens.lookup(token)  # constant time over all tokens
             if backend is not None:
                 return backend
             reason = "invalid token"

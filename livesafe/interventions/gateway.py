@@ -25,8 +25,9 @@ Limits, per connection: a token bucket of ``rate_limit_per_s`` messages per seco
 ``retry_after_s``); after ``rate_burst`` dropped messages within about ten seconds the connection is
 closed with 1008 "rate limit exceeded". Acks, nacks and ``applied`` of deliveries the connection holds
 are never limited (``max_in_flight`` bounds them). At most ``max_in_flight`` deliveries are held
-unacknowledged by one connection: its consumer stops claiming until acks come in, and the rest of the
-outbox goes to other connections, so backends share the load and a slow one does not hoard it.
+unacknowledged by one connection: its consumer stops claiming until acks free a batch's worth of room
+(what it holds past ``ack_timeout_s`` is still resent), and the rest of the outbox goes to other
+connections, so backends share the load and a slow one does not hoard it.
 
 Server → backend: ``hello`` once, first (protocol, supported versions, backend name, ack timeout, size
 limit); ``intervention`` and ``intervention.lifted`` from the outbox, each with ``delivery.attempt``;
@@ -65,9 +66,16 @@ from websockets.http11 import Request, Response
 from websockets.protocol import State
 
 from livesafe.events import Ack, Intervention, InterventionLifted, to_dict
-from livesafe.interventions.outbox import DEFAULT_PREFIX, EventLog, Outbox, reraise_swallowed_cancel
+from livesafe.interventions.outbox import (
+    DEFAULT_PREFIX,
+    Delivery,
+    EventLog,
+    Outbox,
+    reraise_swallowed_cancel,
+)
 from livesafe.interventions.protocol import PROTOCOL, SUPPORTED, ProtocolError, check_incoming
 from livesafe.interventions.tokens import RELOAD_EVERY_S, TokenSet
+from livesafe.tasks import cancel_and_wait
 
 __all__ = ["PATH", "PROTOCOL", "SUPPORTED", "Gateway", "ProtocolError", "StreamEnded", "StreamStarted"]
 
@@ -159,18 +167,20 @@ def _error(reason: str, ref: object = None, code: str = "bad_message", **extra: 
     return _with_ref({"type": "error", "code": code, "reason": reason, **extra}, ref)
 
 
+def _parse(raw: str | bytes) -> tuple[object, dict[str, Any] | None]:
+    """``(message, None)``, or ``(None, error reply)`` for a binary frame or text that is not JSON."""
+    if isinstance(raw, bytes):
+        return None, _error("binary frames are not supported: send JSON text frames", code="bad_frame")
+    try:
+        return json.loads(raw), None
+    except (json.JSONDecodeError, RecursionError) as exc:
+        return None, _error(f"malformed JSON: {exc}"[:300], code="bad_json")
+
+
 def _with_ref(reply: dict[str, Any], ref: object) -> dict[str, Any]:
     if isinstance(ref, str | int) and not isinstance(ref, bool):
         reply["ref"] = ref
     return reply
-
-
-async def _cancel_and_wait(task: asyncio.Task[Any]) -> None:
-    """Cancel ``task`` and wait for it; only *our own* cancellation propagates, never the task's."""
-    task.cancel()
-    await asyncio.wait([task])
-    if not task.cancelled() and task.exception() is not None:
-        logger.error("task %s failed", task.get_name(), exc_info=task.exception())
 
 
 class Gateway:
@@ -271,7 +281,7 @@ class Gateway:
             server.close()
             await server.wait_closed()
         for task in list(self._tasks):
-            await _cancel_and_wait(task)
+            await cancel_and_wait(task)
 
     async def __aenter__(self) -> Gateway:
         await self.start()
@@ -350,10 +360,20 @@ class Gateway:
 
     async def _handle(self, ws: ServerConnection) -> None:
         assert ws.request is not None  # the handshake succeeded, so process_request accepted it
-        backend, _ = self._authenticate(ws.request.path, ws.request.headers)
-        assert backend is not None
+        token, _ = self._token_of(ws.request.path, ws.request.headers)
+        backend = self.tokens.lookup(token)
+        if backend is None:  # revoked between the handshake and now
+            await ws.close(CLOSE_TOKEN_REVOKED, "token revoked")
+            return
         self._connection_seq += 1
         consumer = f"{backend}:{self._instance}:{self._connection_seq}"
+        limited = self.rate_limit_per_s is not None
+        conn = _Connection(
+            ws, backend, token, consumer,
+            bucket=TokenBucket(self.rate_limit_per_s, self.rate_burst) if self.rate_limit_per_s else None,
+            # Dropped messages spend strikes; they come back over ten seconds. None left: closed.
+            strikes=TokenBucket(self.rate_burst / 10.0, self.rate_burst) if limited else None,
+        )
         logger.info("backend %r connected from %s as consumer %s", backend, ws.remote_address, consumer)
         hello = {
             "type": "hello",
@@ -362,26 +382,44 @@ class Gateway:
             "backend": backend,
             "ack_timeout_s": self.ack_timeout_s,
             "max_message_bytes": self.max_message_bytes,
+            "max_in_flight": self.max_in_flight,
+            "rate_limit": {"per_s": self.rate_limit_per_s, "burst": self.rate_burst} if limited else None,
         }
         pump: asyncio.Task[None] | None = None
-        self._open.add(ws)
+        self._connections[ws] = conn
         try:
             await ws.send(json.dumps(hello))
             await self._prune()
-            pump = self._spawn(self._pump(ws, consumer), name=f"gateway-pump-{consumer}")
+            pump = self._spawn(self._pump(conn), name=f"gateway-pump-{consumer}")
             async for raw in ws:
-                reply = await self._on_message(backend, raw)
+                reply = await self._on_message(conn, raw)
                 if reply is not None:
                     await ws.send(json.dumps(reply))
                     if reply.get("code") == "unsupported_protocol":
-                        await ws.close(CLOSE_UNSUPPORTED, "unsupported protocol version")
+                        conn.close = (CLOSE_UNSUPPORTED, "unsupported protocol version")
+                if conn.close is not None:
+                    await ws.close(*conn.close)
+                    break
         except ConnectionClosed as exc:
             logger.info("backend %r (%s) disconnected: %s", backend, consumer, exc)
         finally:
-            self._open.discard(ws)
+            del self._connections[ws]
             if pump is not None:
-                await _cancel_and_wait(pump)
+                await cancel_and_wait(pump)
+            for entry in conn.in_flight.values():
+                if self._holders.get(entry) is conn:
+                    del self._holders[entry]
+            conn.in_flight.clear()
             await self._release(consumer)
+
+    @property
+    def connections(self) -> int:
+        """How many backend connections are open."""
+        return len(self._connections)
+
+    def in_flight(self) -> dict[str, int]:
+        """Per consumer (connection), how many deliveries it holds unacknowledged."""
+        return {conn.consumer: len(conn.in_flight) for conn in self._connections.values()}
 
     def notify(self, message: Mapping[str, Any]) -> int:
         """Send an informational message (e.g. ``stream.state``) to every connected backend, now.
@@ -389,7 +427,7 @@ class Gateway:
         Not durable and not acknowledged, unlike interventions: a backend that is offline misses it.
         Returns how many connections it was sent to.
         """
-        connections = [ws for ws in self._open if ws.state is State.OPEN]
+        connections = [ws for ws in self._connections if ws.state is State.OPEN]
         broadcast(connections, json.dumps(message))
         return len(connections)
 
@@ -408,54 +446,148 @@ class Gateway:
         if released:
             logger.info("released %d unacknowledged interventions of %s for redelivery", released, consumer)
 
-    async def _pump(self, ws: ServerConnection, consumer: str) -> None:
+    async def _pump(self, conn: _Connection) -> None:
         """Run :meth:`_deliver`; if it breaks, close the connection so the backend reconnects."""
         try:
-            await self._deliver(ws, consumer)
+            await self._deliver(conn)
         except ConnectionClosed:
             return  # the handler releases what this consumer still holds
         except Exception:
-            logger.exception("delivery to %s failed; closing its connection", consumer)
-            await ws.close(1011, "internal error delivering interventions")
+            logger.exception("delivery to %s failed; closing its connection", conn.consumer)
+            await conn.ws.close(1011, "internal error delivering interventions")
 
-    async def _deliver(self, ws: ServerConnection, consumer: str) -> None:
-        """Send this consumer's outbox deliveries until the connection closes; survive Redis outages."""
+    def _settled(self, entry_id: str, key: str) -> None:
+        """A delivery was acknowledged (by any connection): free the slot of the connection holding it."""
+        holder = self._holders.pop(entry_id, None)
+        if holder is not None:
+            holder.in_flight.pop(key, None)
+            holder.space.set()
+
+    def _hold(self, conn: _Connection, entry_id: str, key: str) -> None:
+        """``conn`` was sent this delivery: it holds it now (taken over from a connection that timed out)."""
+        previous = self._holders.get(entry_id)
+        if previous is not None and previous is not conn:
+            previous.in_flight.pop(key, None)
+            previous.space.set()
+        self._holders[entry_id] = conn
+        conn.in_flight[key] = entry_id
+
+    async def _reconcile(self, conn: _Connection) -> None:
+        """Forget held deliveries that Redis says this consumer no longer holds (acked elsewhere)."""
+        try:
+            held = await self.outbox.held(conn.consumer, count=self.max_in_flight + self.batch_size)
+        except redis.RedisError as exc:
+            reraise_swallowed_cancel()
+            logger.warning("could not check %s's in-flight deliveries: %s", conn.consumer, exc)
+            return
+        reraise_swallowed_cancel()
+        for key, entry in list(conn.in_flight.items()):
+            if entry not in held:
+                self._settled(entry, key)
+                conn.in_flight.pop(key, None)
+
+    async def _resend_overdue(self, conn: _Connection) -> None:
+        """At the limit, still resend what this connection holds past the ack timeout."""
+        try:
+            deliveries = await self.outbox.reclaim_own(conn.consumer, count=self.batch_size)
+        except redis.RedisError as exc:
+            reraise_swallowed_cancel()
+            logger.warning("could not resend %s's overdue deliveries: %s", conn.consumer, exc)
+            return
+        reraise_swallowed_cancel()
+        for delivery in deliveries:
+            await self._send(conn, delivery)
+
+    async def _send(self, conn: _Connection, delivery: Delivery) -> None:
+        self._hold(conn, delivery.entry_id, delivery.key)
+        message = {**to_dict(delivery.message), "delivery": {"attempt": delivery.attempt}}
+        await conn.ws.send(json.dumps(message))
+
+    async def _deliver(self, conn: _Connection) -> None:
+        """Send this consumer's outbox deliveries until the connection closes; survive Redis outages.
+
+        Never more than ``max_in_flight`` unacknowledged at once: at the limit, wait for acks.
+        """
         delay = 0.1
+        # Near the limit, wait for a batch's worth of room rather than claiming one by one.
+        refill_at = max(1, min(self.batch_size, self.max_in_flight // 2))
         while True:
+            conn.space.clear()
+            free = self.max_in_flight - len(conn.in_flight)
+            if free < refill_at:
+                try:
+                    async with asyncio.timeout(self._reconcile_s):
+                        await conn.space.wait()
+                except TimeoutError:
+                    await self._reconcile(conn)
+                    if self.max_in_flight - len(conn.in_flight) < refill_at:
+                        await self._resend_overdue(conn)
+                continue
             try:
-                deliveries = await self.outbox.claim(consumer, count=self.batch_size, block_ms=self._block_ms)
+                deliveries = await self.outbox.claim(
+                    conn.consumer, count=min(self.batch_size, free), block_ms=self._block_ms
+                )
             except redis.RedisError as exc:
                 reraise_swallowed_cancel()
-                logger.warning("outbox read failed for %s, retrying in %.1fs: %s", consumer, delay, exc)
+                logger.warning("outbox read failed for %s, retrying in %.1fs: %s", conn.consumer, delay, exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
                 continue
             reraise_swallowed_cancel()
             delay = 0.1
             for delivery in deliveries:
-                message = {**to_dict(delivery.message), "delivery": {"attempt": delivery.attempt}}
-                await ws.send(json.dumps(message))
+                await self._send(conn, delivery)
 
     # -- messages --------------------------------------------------------------------------------
 
-    async def _on_message(self, backend: str, raw: str | bytes) -> dict[str, Any] | None:
+    async def _on_message(self, conn: _Connection, raw: str | bytes) -> dict[str, Any] | None:
         """The reply to one backend message, if any. Never raises for anything the backend sends."""
-        reply = await self._reply(backend, raw)
+        msg, reply = _parse(raw)
+        if not self._allowed(conn, msg):
+            return self._rate_limited(conn, msg)
+        if conn.limited:
+            conn.limited = False
+            logger.info("backend %r (%s) is back under its rate limit", conn.backend, conn.consumer)
+        if reply is None:
+            reply = await self._reply(conn.backend, msg)
         if reply is not None and reply["type"] == "error":
-            logger.warning("refused a message from %r (%s): %s", backend, reply["code"], reply["reason"])
+            logger.warning("refused a message from %r (%s): %s", conn.backend, reply["code"], reply["reason"])
         return reply
 
-    async def _reply(self, backend: str, raw: str | bytes) -> dict[str, Any] | None:
-        if isinstance(raw, bytes):
-            return _error("binary frames are not supported: send JSON text frames", code="bad_frame")
-        try:
-            msg = json.loads(raw)
-        except (json.JSONDecodeError, RecursionError) as exc:
-            return _error(f"malformed JSON: {exc}"[:300], code="bad_json")
+    def _allowed(self, conn: _Connection, msg: object) -> bool:
+        if conn.bucket is None:
+            return True
+        if isinstance(msg, dict) and msg.get("type") in _ANSWERS:
+            key = msg.get("lift_id") or msg.get("intervention_id")
+            if isinstance(key, str) and key in conn.in_flight:
+                return True  # answers to what it holds: bounded by max_in_flight, never dropped
+        return conn.bucket.take()
+
+    def _rate_limited(self, conn: _Connection, msg: object) -> dict[str, Any]:
+        assert conn.bucket is not None and conn.strikes is not None
+        if not conn.limited:
+            conn.limited = True
+            logger.warning("backend %r (%s) is over its rate limit of %g messages/s: dropping messages",
+                           conn.backend, conn.consumer, conn.bucket.rate)
+        if not conn.strikes.take() and conn.close is None:
+            logger.warning("backend %r (%s) kept sending over its rate limit: closing its connection (%d)",
+                           conn.backend, conn.consumer, CLOSE_RATE_LIMITED)
+            conn.close = (CLOSE_RATE_LIMITED, "rate limit exceeded")
+        ref = msg.get("ref") if isinstance(msg, dict) else None
+        kind = msg.get("type") if isinstance(msg, dict) else None
+        extra: dict[str, Any] = {"retry_after_s": round(conn.bucket.wait_s(), 3)}
+        if isinstance(kind, str):
+            extra["for"] = kind[:50]
+        return _error(f"over the rate limit of {conn.bucket.rate:g} messages/s (bursts of "
+                      f"{conn.bucket.capacity:g}): message dropped", ref, "rate_limited", **extra)
+
+    async def _reply(self, backend: str, msg: object) -> dict[str, Any] | None:
         ref = msg.get("ref") if isinstance(msg, dict) else None
         kind = str(msg.get("type"))[:50] if isinstance(msg, dict) else "message"
         try:
-            reply = await self._handlers[check_incoming(msg)](backend, msg)
+            checked = check_incoming(msg)
+            assert isinstance(msg, dict)
+            reply = await self._handlers[checked](backend, msg)
         except ProtocolError as exc:
             return _error(str(exc), ref, exc.code, **exc.extra)
         except redis.RedisError as exc:
@@ -481,6 +613,8 @@ class Gateway:
         status = str(msg["type"])
         key = str(msg.get("lift_id") or msg["intervention_id"])
         result = await self.outbox.ack(key)
+        if result.entry_id:
+            self._settled(result.entry_id, key)
         if result.status == "unknown":
             field = "lift_id" if "lift_id" in msg else "intervention_id"
             raise ProtocolError(f"{status}: unknown {field} {key!r}", "unknown_id")

@@ -392,12 +392,25 @@ class Outbox:
             entries.extend(stream_entries)
         return await self._deliveries(entries, {})
 
-    async def _reclaim(self, consumer: str, count: int) -> list[Delivery]:
+    async def reclaim_own(self, consumer: str, count: int = 10) -> list[Delivery]:
+        """Up to ``count`` of ``consumer``'s own overdue deliveries, to resend (attempt counted up).
+
+        For a consumer that holds all it may: resending what it holds does not add to it.
+        """
+        try:
+            return await self._reclaim(consumer, count, own=True)
+        except redis.ResponseError as exc:
+            if "NOGROUP" in str(exc):
+                return []
+            raise
+
+    async def _reclaim(self, consumer: str, count: int, own: bool = False) -> list[Delivery]:
         # XPENDING (with IDLE) then XCLAIM rather than XAUTOCLAIM: XAUTOCLAIM does not return the
         # delivery counts, and the backend is told which attempt each resend is.
         idle_ms = max(1, int(self.redeliver_after_s * 1000))
         overdue = await self.redis.xpending_range(
-            self.key, self.group, min="-", max="+", count=count, idle=idle_ms
+            self.key, self.group, min="-", max="+", count=count, idle=idle_ms,
+            consumername=consumer if own else None,
         )
         if not overdue:
             return []
