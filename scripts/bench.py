@@ -113,8 +113,13 @@ def core_throughput(n: int = 200_000) -> None:
     print(f"  Monitor.feed:                {n / feed:>12,.0f} /s  ({feed / build:.1f}x the baseline's time)")
 
 
-async def _delivery(n: int, backends: int) -> tuple[float, float, list[float]]:
-    """(publish-only rate, end-to-end rate with acks, decision-to-ack latencies in seconds)."""
+async def _delivery(
+    n: int, backends: int, pace_per_s: float | None = None
+) -> tuple[float, float, list[float]]:
+    """(publish-only rate, end-to-end rate with acks, decision-to-ack latencies in seconds).
+
+    ``pace_per_s``: publish at this steady rate (latency as a live system sees it) instead of all at once
+    (a burst: throughput, and latency that includes queueing behind the burst)."""
     import uuid
 
     from livesafe.client import BackendClient
@@ -161,6 +166,8 @@ async def _delivery(n: int, backends: int) -> tuple[float, float, list[float]]:
                     t0 = time.perf_counter()
                     for i in range(n):
                         iv = make(i, "live")
+                        if pace_per_s:
+                            await asyncio.sleep(max(0.0, t0 + i / pace_per_s - time.perf_counter()))
                         published[iv.intervention_id] = time.perf_counter()
                         await gateway.outbox.publish(iv)
                     await asyncio.wait_for(done.wait(), 120)
@@ -187,6 +194,12 @@ def delivery(n: int = 2000) -> None:
         print(f"  published -> received -> acked: {rate:>8,.0f} /s"
               f"  ({publish_rate / rate:.1f}x the baseline's time)")
         print(f"  decision -> ack: p50 {p50:.1f} ms, p95 {p95:.1f} ms (all {n} published at once)")
+    paced = 100.0
+    _, _, latencies = asyncio.run(_delivery(n // 4, 1, pace_per_s=paced))
+    lat = sorted(latencies)
+    p50, p95 = lat[len(lat) // 2] * 1000, lat[int(len(lat) * 0.95)] * 1000
+    print(f"  steady {paced:.0f} interventions/s, 1 backend: decision -> ack p50 {p50:.1f} ms,"
+          f" p95 {p95:.1f} ms")
 
 
 def text_batching(n: int = 256) -> None:
