@@ -14,7 +14,7 @@ import functools
 import logging
 import time
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,6 +45,9 @@ log = logging.getLogger(__name__)
 STOP_TIMEOUT_S = 10.0
 #: How often changed known-bad hash lists (and anything else reloadable) are re-read, in seconds.
 RELOAD_EVERY_S = 30.0
+#: Backoff while Redis is unreachable: first retry after this many seconds, doubling up to the maximum.
+REDIS_RETRY_INITIAL_S = 0.1
+REDIS_RETRY_MAX_S = 5.0
 #: Summaries of ended streams kept for ``wait()`` and the CLI (oldest forgotten first).
 KEEP_SUMMARIES = 1000
 
@@ -127,6 +130,8 @@ class Service:
         #: The planned CPU load of one stream, from the analyzers' declared costs (see livesafe.capacity).
         self.capacity: LoadEstimate = estimate(policy.sampling, analyzers)
         self._plain_analyzers = analyzers
+        #: How many times a worker found Redis unreachable (each outage counted once per event held).
+        self.redis_outages = 0
 
     async def __aenter__(self) -> Service:
         # Text analysis is batched across streams where the analyzer supports it (livesafe.batching).
@@ -305,12 +310,37 @@ class Service:
             await self._deliver(event)
 
     async def _deliver(self, event: Event) -> None:
-        await self.events.append(event)
+        await self._until_redis(self.events.append, event, what="log")
         if isinstance(event, Intervention | InterventionLifted):
-            await self.outbox.publish(event)
+            await self._until_redis(self.outbox.publish, event, what="publish")
         reraise_swallowed_cancel()  # redis-py may swallow a cancel of this worker (see outbox)
         if self.board is not None:
             self.board.publish(event)
+
+    async def _until_redis(
+        self, call: Callable[[Any], Awaitable[object]], event: Event, *, what: str
+    ) -> None:
+        """``await call(event)``, retried with backoff while Redis is unreachable, so a Redis outage holds
+        a stream's worker (live media meanwhile drops at its bounded lanes, counted) instead of failing it
+        or losing a decision. Publishing is idempotent; an append whose reply was lost may be logged twice.
+        """
+        delay, waited = REDIS_RETRY_INITIAL_S, 0.0
+        while True:
+            try:
+                await call(event)
+            except redis.RedisError as exc:
+                reraise_swallowed_cancel()
+                if waited == 0.0:
+                    log.error("stream %s: Redis unavailable, holding its events until it is back (%s %s): %s",
+                              event.stream_id, what, event.type, exc)
+                    self.redis_outages += 1
+                await asyncio.sleep(delay)
+                waited += delay
+                delay = min(delay * 2, REDIS_RETRY_MAX_S)
+                continue
+            if waited:
+                log.warning("stream %s: Redis is back after %.1f s; resuming", event.stream_id, waited)
+            return
 
     async def overturn(
         self, stream_id: str, intervention_id: str, reviewer: str, note: str = ""
