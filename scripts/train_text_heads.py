@@ -3,21 +3,35 @@
     .venv/bin/python scripts/train_text_heads.py [--shared-data ../shared/data] [--no-eval]
 
 Writes ``livesafe/analyzers/data/text_heads.json``: one logistic-regression head per category on MiniLM
-embeddings (coefficients as JSON, no pickles), with what it was trained on and its held-out figures.
+embeddings (coefficients as JSON, no pickles), the calibrators of the categories that have real held-back
+data, what it was all fitted on, and its held-out figures. Rerunning it reproduces the file byte for byte
+(fixed split seeds, deterministic solvers).
 
-Training data, all reproducible (fixed seeds, deterministic solvers):
+Every data set is split three ways, the same way on every run: the evaluation split (exactly what
+``livesafe eval`` measures), a calibration split held back from the rest, and the training split.
 
-* ``livesafe/analyzers/data/text_seeds.yaml``: sentences written for this project, for every head;
-* Davidson et al. 2017 (MIT), 80 % stratified split, for ``hate``: class 0 (hate) against classes 1
-  (offensive) and 2 (neither), so the head learns that swearing alone is not hate; its class 2 tweets
-  are also generic negatives for the other heads;
-* C-SSRS Reddit (Gaur et al. 2019, CC BY), 80 % of users, for ``self_harm``: posts of users labelled
-  Ideation/Behavior/Attempt against posts of Supportive users (user-level labels, so noisy per post).
+* ``livesafe/analyzers/data/text_seeds.yaml``: sentences written for this project, for every head
+  (training only);
+* Davidson et al. 2017 (MIT): 20 % evaluation, then 20 % of the rest for calibration, the remaining 64 %
+  for training ``hate``: class 0 (hate) against classes 1 (offensive) and 2 (neither), so the head learns
+  that swearing alone is not hate; its class 2 tweets are also generic negatives for the other heads;
+* ETHOS binary (GPL-3.0; trained weights only, no rows are shipped): 30 % evaluation, then 2/7 of the
+  rest (20 %) for calibration and 50 % for training ``hate``;
+* C-SSRS Reddit (Gaur et al. 2019, CC BY): 20 % of users for evaluation, 20 % of the rest for calibration,
+  64 % for training ``self_harm``: posts of users labelled Ideation/Behavior/Attempt against posts of
+  Supportive users (user-level labels, so noisy per post).
 
-Evaluation, on data the heads never saw: Davidson's other 20 %, ETHOS binary (GPL-3.0: used only to
-measure, never to train), C-SSRS's other 20 % of users (a user counts as at risk when any of their posts
-scores >= 0.5), and the Jigsaw sample from detoxify's tests (Apache-2.0). Embeddings are cached under
-``.livesafe/cache/text_train`` (``--cache-dir``), so reruns take seconds.
+Calibration: with the heads trained, the uncalibrated classifier (model and rules, as the policy would
+see it) scores the calibration split, and an isotonic regression maps those scores to the observed rate
+of positives: ``hate`` on Davidson + ETHOS calibration rows, ``self_harm`` on calibration users (a user's
+score is the maximum over their posts, as in evaluation; the map is monotone, so calibrating posts and
+taking the maximum is the same) plus Davidson's calibration "neither" tweets as everyday negatives (every
+C-SSRS user posts in mental-health forums, so that set alone would map even a zero score to a high rate).
+The other categories have no real held-back data and stay uncalibrated.
+
+Evaluation, on data the heads never saw: the evaluation splits above and the Jigsaw sample from detoxify's
+tests (Apache-2.0). Embeddings are cached under ``.livesafe/cache/text_train`` (``--cache-dir``), so reruns
+take seconds.
 """
 
 from __future__ import annotations
@@ -36,6 +50,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import yaml
+from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import average_precision_score, precision_recall_fscore_support, roc_auc_score
 from sklearn.model_selection import train_test_split
@@ -47,18 +62,39 @@ from livesafe.analyzers.text import (  # noqa: E402
     HEADS_PATH,
     MiniLMEncoder,
     TextClassifier,
+    TextOptions,
     normalize,
 )
-from livesafe.eval import SPLIT_SEED, TEST_SIZE, read_cssrs, read_davidson  # noqa: E402
+from livesafe.eval import (  # noqa: E402
+    ETHOS_TEST_SIZE,
+    SPLIT_SEED,
+    TEST_SIZE,
+    expected_calibration_error,
+    read_cssrs,
+    read_davidson,
+    read_ethos,
+)
 
 SEEDS_PATH = ROOT / "livesafe" / "analyzers" / "data" / "text_seeds.yaml"
 HEAD_CATEGORIES = ("hate", "harassment", "threat", "self_harm", "sexual_solicitation", "scam")
 #: Share of each source in a head's total training weight (classes balanced within a source).
-SOURCE_SHARE = {"seeds": 1.0, "davidson": 1.0, "cssrs": 0.35, "generic": 0.3}
+SOURCE_SHARE = {"seeds": 1.0, "davidson": 1.0, "ethos": 0.5, "cssrs": 0.35, "generic": 0.3}
+#: Share of each data set's non-evaluation part held back for calibration (ETHOS: 2/7 of 70 % = 20 %).
+CALIBRATION_SIZE = {"davidson": 0.2, "ethos": 2 / 7, "cssrs": 0.2}
+#: Categories with a calibrator, and what it is fitted on.
+CALIBRATED = {
+    "hate": "isotonic regression on the Davidson (20% of the non-evaluation 80%) and ETHOS (20%) "
+    "calibration splits, per text",
+    "self_harm": "isotonic regression on the C-SSRS calibration users (20% of the non-evaluation 80%), "
+    "per user: the maximum over their posts, plus the Davidson calibration split's class 2 (neither) "
+    "tweets as everyday negatives",
+}
 #: Share of the positives in each source's weight (below 0.5 keeps the heads' prior low).
 POSITIVE_SHARE = 0.3
-#: Inverse regularisation strength of the logistic heads.
+#: Inverse regularisation strength of the logistic heads, and the heads that differ from it (hate: chosen
+#: by average precision on the calibration split among 0.25, 0.5, 1, 4 and 16; never on evaluation data).
 C_VALUE = 4.0
+HEAD_C = {"hate": 0.5}
 SELF_HARM_LABELS = {"Ideation", "Behavior", "Attempt"}
 #: Jigsaw sample labels measured against our categories.
 JIGSAW_LABELS = (
@@ -115,12 +151,6 @@ def seed_samples(path: Path = SEEDS_PATH) -> dict[str, Samples]:
                 s.add([t for t in positives[other] if t not in own], 0, "seeds")
         out[cat] = s
     return out
-
-
-def ethos(shared: Path) -> tuple[list[str], list[int]]:
-    with (shared / "text/ethos/Ethos_Dataset_Binary.csv").open(encoding="utf-8") as f:
-        rows = list(csv.DictReader(f, delimiter=";"))
-    return [r["comment"] for r in rows], [int(float(r["isHate"]) >= 0.5) for r in rows]
 
 
 def jigsaw(shared: Path) -> list[dict[str, str]]:
@@ -186,9 +216,11 @@ def sample_weights(labels: npt.NDArray[np.int_], sources: Sequence[str]) -> npt.
     return scaled
 
 
-def fit_head(x: npt.NDArray[np.float32], samples: Samples) -> tuple[npt.NDArray[np.float64], float]:
+def fit_head(
+    x: npt.NDArray[np.float32], samples: Samples, c: float = C_VALUE
+) -> tuple[npt.NDArray[np.float64], float]:
     y = np.asarray(samples.labels)
-    model = LogisticRegression(C=C_VALUE, max_iter=5000, tol=1e-6)
+    model = LogisticRegression(C=c, max_iter=5000, tol=1e-6)
     model.fit(x.astype(np.float64), y, sample_weight=sample_weights(y, samples.sources))
     return model.coef_[0].astype(np.float64), float(model.intercept_[0])
 
@@ -213,28 +245,57 @@ def prf(y_true: Sequence[int], scores: Sequence[float], threshold: float = 0.5) 
 
 @dataclass
 class Splits:
-    """The shared data, split once (seed 0) into what trains the heads and what measures them."""
+    """The shared data, split once (seed 0) into what trains, what calibrates and what measures."""
 
     d_train: list[str]
     c_train: list[int]
+    d_cal: list[str]
+    c_cal: list[int]
     d_test: list[str]
     c_test: list[int]
+    e_train: list[str]
+    y_train: list[int]
+    e_cal: list[str]
+    y_cal: list[int]
+    e_test: list[str]
+    y_test: list[int]
     users: list[list[str]]
     labels: list[str]
     u_train: list[int]
+    u_cal: list[int]
     u_test: list[int]
 
     @classmethod
     def load(cls, shared: Path) -> Splits:
         d_texts, d_classes = read_davidson(shared)
-        d_train, d_test, c_train, c_test = train_test_split(
+        d_rest, d_test, c_rest, c_test = train_test_split(
             d_texts, d_classes, test_size=TEST_SIZE, random_state=SPLIT_SEED, stratify=d_classes
         )
+        d_train, d_cal, c_train, c_cal = train_test_split(
+            d_rest, c_rest, test_size=CALIBRATION_SIZE["davidson"], random_state=SPLIT_SEED, stratify=c_rest
+        )
+        e_texts, e_labels = read_ethos(shared)
+        e_rest, e_test, y_rest, y_test = train_test_split(
+            e_texts, e_labels, test_size=ETHOS_TEST_SIZE, random_state=SPLIT_SEED, stratify=e_labels
+        )
+        e_train, e_cal, y_train, y_cal = train_test_split(
+            e_rest, y_rest, test_size=CALIBRATION_SIZE["ethos"], random_state=SPLIT_SEED, stratify=y_rest
+        )
         users, labels = read_cssrs(shared)
-        u_train, u_test = train_test_split(
+        u_rest, u_test = train_test_split(
             list(range(len(users))), test_size=TEST_SIZE, random_state=SPLIT_SEED, stratify=labels
         )
-        return cls(d_train, c_train, d_test, c_test, users, labels, u_train, u_test)
+        u_train, u_cal = train_test_split(
+            u_rest,
+            test_size=CALIBRATION_SIZE["cssrs"],
+            random_state=SPLIT_SEED,
+            stratify=[labels[u] for u in u_rest],
+        )
+        return cls(
+            d_train, c_train, d_cal, c_cal, d_test, c_test,
+            e_train, y_train, e_cal, y_cal, e_test, y_test,
+            users, labels, u_train, u_cal, u_test,
+        )  # fmt: skip
 
 
 def training_samples(data: Splits) -> dict[str, Samples]:
@@ -242,6 +303,9 @@ def training_samples(data: Splits) -> dict[str, Samples]:
     pairs = list(zip(data.d_train, data.c_train, strict=True))
     heads["hate"].add([t for t, c in pairs if c == 0], 1, "davidson")
     heads["hate"].add([t for t, c in pairs if c != 0], 0, "davidson")
+    ethos = list(zip(data.e_train, data.y_train, strict=True))
+    heads["hate"].add([t for t, y in ethos if y], 1, "ethos")
+    heads["hate"].add([t for t, y in ethos if not y], 0, "ethos")
     neither = [t for t, c in pairs if c == 2]
     for cat in HEAD_CATEGORIES:
         if cat != "hate":
@@ -267,7 +331,7 @@ def train(heads: dict[str, Samples], encode: CachedEncoder) -> dict[str, Any]:
     for cat in HEAD_CATEGORIES:
         s = heads[cat]
         print(f"training {cat}: {len(s.texts)} texts, {sum(s.labels)} positive", flush=True)
-        coef, intercept = fit_head(encode(s.texts), s)
+        coef, intercept = fit_head(encode(s.texts), s, HEAD_C.get(cat, C_VALUE))
         weights.append([float(f"{v:.6g}") for v in coef])
         bias.append(float(f"{intercept:.6g}"))
         counts[cat] = count(s)
@@ -278,15 +342,18 @@ def train(heads: dict[str, Samples], encode: CachedEncoder) -> dict[str, Any]:
         "categories": list(HEAD_CATEGORIES),
         "training": {
             "script": "scripts/train_text_heads.py",
-            "model": f"sklearn LogisticRegression(C={C_VALUE})",
+            "model": f"sklearn LogisticRegression(C={C_VALUE}; {HEAD_C})",
             "positive_share": POSITIVE_SHARE,
             "source_share": SOURCE_SHARE,
             "seeds_sha256": hashlib.sha256(SEEDS_PATH.read_bytes()).hexdigest(),
             "sources": {
                 "seeds": "livesafe/analyzers/data/text_seeds.yaml (Apache-2.0, this project)",
-                "davidson": "t-davidson/hate-speech-and-offensive-language (MIT), 80% split, seed 0",
-                "generic": "Davidson class 2 (neither) of that 80% split, negatives of the other heads",
-                "cssrs": "Gaur et al. 2019 C-SSRS Reddit (CC BY), 80% of users, seed 0",
+                "davidson": "t-davidson/hate-speech-and-offensive-language (MIT), training 64% "
+                "(80% minus a 20% calibration share), seed 0",
+                "ethos": "intelligence-csd-auth-gr/Ethos-Hate-Speech-Dataset binary (GPL-3.0), training 50% "
+                "(not the 30% evaluation or 20% calibration splits), seed 0",
+                "generic": "Davidson class 2 (neither) of that training split, negatives of the other heads",
+                "cssrs": "Gaur et al. 2019 C-SSRS Reddit (CC BY), training 64% of users, seed 0",
             },
             "counts": counts,
         },
@@ -307,9 +374,8 @@ def evaluate(clf: TextClassifier, data: Splits, shared: Path) -> dict[str, Any]:
     figures: dict[str, Any] = {"threshold": 0.5}
     dav = scored("davidson held-out", data.d_test)
     figures["davidson_hate_heldout"] = prf([int(c == 0) for c in data.c_test], [x["hate"] for x in dav])
-    e_texts, e_labels = ethos(shared)
-    eth = scored("ethos binary", e_texts)
-    figures["ethos_binary_hate"] = prf(e_labels, [x["hate"] for x in eth])
+    eth = scored("ethos binary held-out", data.e_test)
+    figures["ethos_binary_hate_heldout"] = prf(data.y_test, [x["hate"] for x in eth])
     flat = [(u, p) for u in data.u_test for p in data.users[u]]
     posts = scored("cssrs held-out posts", [p for _, p in flat])
     user_max = dict.fromkeys(data.u_test, 0.0)
@@ -328,6 +394,74 @@ def evaluate(clf: TextClassifier, data: Splits, shared: Path) -> dict[str, Any]:
     return figures
 
 
+def calibration_scores(clf: TextClassifier, data: Splits) -> dict[str, tuple[list[float], list[int]]]:
+    """Per calibrated category, the uncalibrated scores of the calibration split and their labels."""
+    texts = [*data.d_cal, *data.e_cal]
+    hate = [x["hate"] for x in clf.scores_batch(texts)]
+    hate_labels = [int(c == 0) for c in data.c_cal] + list(data.y_cal)
+    flat = [(u, p) for u in data.u_cal for p in data.users[u]]
+    user_max = dict.fromkeys(data.u_cal, 0.0)
+    for (u, _), x in zip(flat, clf.scores_batch([p for _, p in flat]), strict=True):
+        user_max[u] = max(user_max[u], x["self_harm"])
+    # Every C-SSRS user posts in mental-health forums (59 % are at risk), so on its own it would map even
+    # the lowest score to a high rate; everyday tweets (Davidson "neither") anchor the low end.
+    neither = [t for t, c in zip(data.d_cal, data.c_cal, strict=True) if c == 2]
+    self_harm = [user_max[u] for u in data.u_cal] + [x["self_harm"] for x in clf.scores_batch(neither)]
+    self_harm_labels = [int(data.labels[u] in SELF_HARM_LABELS) for u in data.u_cal] + [0] * len(neither)
+    return {"hate": (hate, hate_labels), "self_harm": (self_harm, self_harm_labels)}
+
+
+#: Pseudo-items at the overall rate of positives added to each isotonic block: a block of three
+#: positives says 1.0 on its own, which no data this small supports.
+CALIBRATION_PRIOR_ITEMS = 2.0
+
+
+def fit_calibrator(scores: Sequence[float], labels: Sequence[int]) -> dict[str, Any]:
+    """An isotonic regression of ``labels`` on ``scores``, as knots for ``text.Calibrator``.
+
+    Each block of the fit (items sharing one fitted value) is shrunk towards the overall rate by
+    ``CALIBRATION_PRIOR_ITEMS``, then made non-decreasing again.
+    """
+    s = np.asarray(scores, dtype=np.float64)
+    t = np.asarray(labels, dtype=np.float64)
+    iso = IsotonicRegression(y_min=0.0, y_max=1.0, increasing=True, out_of_bounds="clip")
+    fitted = iso.fit(s, t).predict(s)
+    rate = float(t.mean())
+    shrunk = {}
+    for level in np.unique(fitted):
+        block = fitted == level
+        shrunk[float(level)] = (float(t[block].sum()) + CALIBRATION_PRIOR_ITEMS * rate) / (
+            float(block.sum()) + CALIBRATION_PRIOR_ITEMS
+        )
+    knots = np.maximum.accumulate([shrunk[float(v)] for v in iso.y_thresholds_])
+    x = [float(f"{v:.6g}") for v in iso.X_thresholds_]
+    y = [float(f"{v:.4f}") for v in knots]
+    calibrated = np.interp(scores, x, y)
+    return {
+        "method": "isotonic",
+        "n": len(labels),
+        "positives": int(sum(labels)),
+        "ece_before": round(expected_calibration_error(labels, scores), 4),
+        "ece_after": round(expected_calibration_error(labels, calibrated.tolist()), 4),
+        "x": x,
+        "y": y,
+    }
+
+
+def calibrate(doc: dict[str, Any], out: Path, data: Splits, encode: CachedEncoder) -> dict[str, Any]:
+    """The calibration section of the heads file, fitted on the uncalibrated classifier's scores."""
+    out.write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
+    raw = TextClassifier(TextOptions(calibrate=False), heads_path=out, encoder=encode)
+    section: dict[str, Any] = {}
+    for cat, (scores, labels) in calibration_scores(raw, data).items():
+        print(f"calibrating {cat}: {len(labels)} items, {sum(labels)} positive", flush=True)
+        section[cat] = {"fitted_on": CALIBRATED[cat], **fit_calibrator(scores, labels)}
+    for cat in HEAD_CATEGORIES:
+        if cat not in section:
+            section[cat] = {"method": "none", "reason": "no real held-back data for this category"}
+    return {"calibration": section}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shared-data", type=Path, default=ROOT.parent / "shared" / "data")
@@ -339,6 +473,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("loading data", flush=True)
     data = Splits.load(args.shared_data)
     doc = train(training_samples(data), encode)
+    doc.update(calibrate(doc, args.out, data, encode))
     args.out.write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
     print(f"wrote {args.out} ({args.out.stat().st_size // 1024} KiB)")
     if args.no_eval:

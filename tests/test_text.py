@@ -6,11 +6,15 @@ import json
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from livesafe.analyzers.base import TextAnalyzer
 from livesafe.analyzers.text import (
+    GAME_CONTEXT_WEIGHT,
     TEXT_CATEGORIES,
+    Calibrator,
+    LinearHeads,
     TextClassifier,
     TextOptions,
     load_rules,
@@ -27,6 +31,29 @@ BENIGN_EVERYDAY = (
 COUNTER_SPEECH = (
     "we must stand against racism",
     "We will not tolerate racism or antisemitism against anyone in this chat.",
+    "Calling immigrants animals is disgusting.",
+    "Saying that Muslims are terrorists is a racist lie.",
+    "I was called a slur today and it hurt.",
+    "Police are investigating a hate crime against Jewish people in the city.",
+    "The news reported a rise in attacks on Black people.",
+)
+#: Gaming and sports talk with violent words: none of these is a threat.
+GAMING_IDIOMS = (
+    "I'm going to kill him, he took my loot",
+    "we destroyed them",
+    "that boss killed me",
+    "I'm gonna murder this whole lobby",
+    "they absolutely slaughtered us in the second half",
+    "shoot him, he's behind the wall",
+)
+#: Real threats, some with the same verbs: all must stay threats.
+REAL_THREATS = (
+    "I'm going to kill you.",
+    "I know where you live. I am going to find you and kill you.",
+    "I am going to kill him when I see him.",
+    "I'm going to shoot up the school tomorrow.",
+    "I'll slit your throat.",
+    "I will find your family and hurt them.",
 )
 
 
@@ -81,6 +108,56 @@ def test_quoted_hit_counts_half() -> None:
     assert max(h.score for h in quoted) == pytest.approx(max(h.score for h in direct) / 2)
 
 
+def test_idiom_rules_count_less_in_a_game_context() -> None:
+    rules = load_rules()
+    plain = match_rules(normalize("I am going to kill him"), rules)
+    gaming = match_rules(normalize("I am going to kill him, he took my loot"), rules)
+    assert [h.score for h in plain] == [0.5]
+    assert [h.score for h in gaming] == [pytest.approx(0.5 * GAME_CONTEXT_WEIGHT)]
+    # Rules that are no idiom keep their weight in a game context.
+    assert match_rules(normalize("I know where you live, gg"), rules)[0].score == 0.85
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Immigrants are animals.", {"hate"}),
+        ("Saying that immigrants are animals is a racist lie.", set()),
+        ("People who say Muslims are terrorists are wrong", set()),
+        ("Immigrants are animals and that is a fact.", {"hate"}),
+        ("You are a worthless idiot", {"harassment"}),
+        ("Calling someone you are a worthless idiot is not okay", set()),
+    ],
+)
+def test_condemned_hate_is_dropped(text: str, expected: set[str]) -> None:
+    assert {h.category for h in match_rules(normalize(text), load_rules())} == expected
+
+
+def test_calibrator() -> None:
+    cal = Calibrator(np.array([0.1, 0.5, 0.9]), np.array([0.0, 0.2, 0.8]))
+    assert cal(0.0) == 0.0 and cal(1.0) == 0.8
+    assert cal(0.3) == pytest.approx(0.1)
+    with pytest.raises(ValueError, match="increase"):
+        Calibrator(np.array([0.5, 0.1]), np.array([0.0, 0.2]))
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        Calibrator(np.array([0.1, 0.5]), np.array([0.0, 1.2]))
+
+
+def test_shipped_heads_carry_calibrators() -> None:
+    heads = LinearHeads.load()
+    assert set(heads.calibration) == {"hate", "self_harm"}
+    section = heads.meta["calibration"]
+    for cat in heads.categories:
+        assert cat in section
+        if cat not in heads.calibration:
+            assert section[cat]["method"] == "none"
+    for cat, cal in heads.calibration.items():
+        assert section[cat]["method"] == "isotonic" and section[cat]["n"] > 50
+        assert section[cat]["ece_after"] <= section[cat]["ece_before"]
+        grid = np.linspace(0.0, 1.0, 101)
+        assert np.all(np.diff([cal(float(g)) for g in grid]) >= 0)
+
+
 def test_options_validated() -> None:
     with pytest.raises(ValueError, match="unknown categories"):
         TextOptions(extra_terms={"nonsense": ("x",)})
@@ -123,6 +200,28 @@ def test_benign_lines_score_low(clf: TextClassifier, scripts: dict[str, list[str
 def test_counter_speech_is_not_hate(clf: TextClassifier) -> None:
     for text in COUNTER_SPEECH:
         assert clf.scores(text)["hate"] < 0.5, text
+
+
+@pytest.mark.models
+def test_gaming_idioms_are_not_threats(clf: TextClassifier) -> None:
+    for text, scores in zip(GAMING_IDIOMS, clf.scores_batch(list(GAMING_IDIOMS)), strict=True):
+        assert scores["threat"] < 0.4, (text, scores)
+
+
+@pytest.mark.models
+def test_real_threats_stay_threats(clf: TextClassifier) -> None:
+    for text, scores in zip(REAL_THREATS, clf.scores_batch(list(REAL_THREATS)), strict=True):
+        assert scores["threat"] >= 0.5, (text, scores)
+
+
+@pytest.mark.models
+def test_calibration_applies_to_the_policy_scores(clf: TextClassifier) -> None:
+    raw = TextClassifier(TextOptions(calibrate=False), encoder=clf.encoder)
+    text = "Muslims are animals and should all be deported."
+    cal, unc = clf.scores(text), raw.scores(text)
+    assert cal["hate"] == pytest.approx(clf.heads.calibration["hate"](unc["hate"]), abs=2e-4)
+    assert cal["threat"] == unc["threat"]  # no calibrator: the raw combination
+    assert cal["hate"] >= 0.5
 
 
 @pytest.mark.models

@@ -15,7 +15,18 @@ A score per category in [0, 1] comes from three kinds of evidence:
   fight is killing me" gets 0.67), so its score counts fully only when a strong swear word also matched,
   part way for a mild one, and at 0.3 of its value otherwise.
 
+Two context checks keep idioms and counter-speech down. Rules marked ``idiom: true`` (violent verbs that
+gamers and sports fans use every day: "I'm going to kill him", "you will die") count at
+``GAME_CONTEXT_WEIGHT`` of their score when the text talks about a game ("...he took my loot", "this
+boss"). A ``hate`` or ``harassment`` hit that the sentence itself condemns ("saying that immigrants are
+criminals is a racist lie") is dropped.
+
 The model score and the rule score of a category combine with a noisy-or: ``1 - (1 - m) (1 - r)``.
+Where the heads file carries a **calibrator** for a category (isotonic regression fitted by the training
+script on a calibration split held back from both training and evaluation), that combined score is then
+mapped through it, so that a score ``s`` means a precision of about ``s`` on data like the calibration
+split. Categories without real held-back data (threat, harassment, sexual_solicitation, scam, profanity)
+are not calibrated; their scores stay the raw combination (see ``calibration`` in the heads file).
 """
 
 from __future__ import annotations
@@ -38,6 +49,7 @@ from livesafe.events import CATEGORIES, Signal, Transcript
 
 __all__ = [
     "TEXT_CATEGORIES",
+    "Calibrator",
     "LinearHeads",
     "MiniLMEncoder",
     "RuleHit",
@@ -67,6 +79,8 @@ TEXT_CATEGORIES: tuple[str, ...] = (
 #: ``PROFANITY_STRONG_TERM`` or more lets it count fully, a milder one ("damn") part way.
 PROFANITY_UNGATED_WEIGHT = 0.3
 PROFANITY_STRONG_TERM = 0.7
+#: Weight of an ``idiom`` rule's hit when the text talks about a game or a sport.
+GAME_CONTEXT_WEIGHT = 0.4
 #: Most sentences of one text scored separately (the whole text is always scored too).
 MAX_SENTENCES = 32
 EXCERPT_CHARS = 280
@@ -121,7 +135,29 @@ _NEGATION = re.compile(r"\b(?:never|not|no|nobody|no one|nothing|none|neither|no
 _REPORTED = re.compile(
     r"\b(?:said|says|saying|say that|told (?:me|us|him|her|them)|tells|wrote|writes|typed|asked|quote|"
     r"quoting|quoted|lyrics?|the line|in the (?:movie|film|show|series|book|song)|claims? that|"
-    r"claimed that)\b"
+    r"claimed that|shouted|shouting|yelled|yelling|chanted|posted|tweeted|was arrested for|"
+    r"were arrested for)\b"
+)
+#: Games and sports: violent verbs near these are usually idioms ("I'm going to kill him, he took my loot").
+_GAME_CONTEXT = re.compile(
+    r"\b(?:game|games|gaming|gamer|match|matches|round|rounds|lobby|respawn\w*|spawn\w*|level|levels|boss"
+    r"|bosses|raid|squad|team|teammates?|enemy|enemies|camper|camping|noob|headshot|sniper|snipe\w*|"
+    r"killstreak|kill streak|dungeon|quest|zombies?|dragon|monsters?|npcs?|server|ranked|players?|gg|"
+    r"clutch|ult|loadout|loot|looted|heal|healing|revive|score|goal|playoffs?|league|season|"
+    r"opponents?|tournament|inventory|stole my kill|my kill|minecraft|fortnite|valorant|warzone|apex|"
+    r"overwatch|league of legends|dota|call of duty|pubg|roblox|chess|fifa|ref|referee|striker|"
+    r"the other team|their team|our team|first half|second half|overtime|on stage)\b"
+)
+#: Counter-speech: a sentence that frames a hateful statement ("saying that ...", "calling ...") and
+#: condemns it ("... is wrong", "... is a racist lie").
+_CONDEMN_FRAME = re.compile(
+    r"\b(?:saying|say|says|said|claiming|claim|claims|calling|call|calls|called|the idea that|the lie that|"
+    r"the myth that|the claim that|people who (?:say|think)|anyone who (?:says|thinks)|telling|told|to say)\b"
+)
+_CONDEMN_VERDICT = re.compile(
+    r"\b(?:is|are|was|were|it is|that is|that's)\s+(?:\w+\s+){0,2}?(?:wrong|hateful|racist|sexist|homophobic|"
+    r"transphobic|antisemitic|islamophobic|bigoted|bigotry|disgusting|unacceptable|a lie|lies|a myth|false|"
+    r"not okay|not ok|not true|hate speech|vile|shameful|gross|ignorant|dehumanizing|dehumanising)\b"
 )
 _MACRO = re.compile(r"\{([A-Z_]+)\}")
 #: How many words before a hit are searched for a negation cue.
@@ -137,6 +173,8 @@ class Rule:
     regex: re.Pattern[str]
     score: float
     negatable: bool = True
+    #: An everyday idiom in games and sports: counts at ``GAME_CONTEXT_WEIGHT`` in a game context.
+    idiom: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +208,7 @@ def load_rules(path: Path = PATTERNS_PATH) -> tuple[Rule, ...]:
                     regex=re.compile(pattern),
                     score=float(entry["score"]),
                     negatable=bool(entry.get("negatable", True)),
+                    idiom=bool(entry.get("idiom", False)),
                 )
             )
     return tuple(rules)
@@ -201,18 +240,35 @@ def _quoted(normalized: str, start: int) -> bool:
     )
 
 
+def _condemned(normalized: str, start: int, end: int) -> bool:
+    """Whether the sentence around a hit frames it ("saying that ...") and condemns it ("... is wrong")."""
+    sentence_start = max(normalized.rfind(c, 0, start) for c in ".!?;") + 1
+    ends = [i for i in (normalized.find(c, end) for c in ".!?;") if i >= 0]
+    sentence_end = min(ends, default=len(normalized))
+    return (
+        _CONDEMN_FRAME.search(normalized, sentence_start, start) is not None
+        and _CONDEMN_VERDICT.search(normalized, end, sentence_end) is not None
+    )
+
+
 def match_rules(normalized: str, rules: Sequence[Rule]) -> list[RuleHit]:
     """Hits of ``rules`` in a normalised text, negated hits dropped and quoted ones halved.
 
-    Overlapping hits of one category are one piece of evidence: only the strongest of them is kept.
+    ``idiom`` rules count at ``GAME_CONTEXT_WEIGHT`` when the text mentions a game or a sport; hate and
+    harassment hits that their sentence condemns are dropped. Overlapping hits of one category are one
+    piece of evidence: only the strongest of them is kept.
     """
     found: list[RuleHit] = []
+    gaming = _GAME_CONTEXT.search(normalized) is not None
     for rule in rules:
         for m in rule.regex.finditer(normalized):
             if rule.negatable and _negated(normalized, m.start(), m.group(0)):
                 continue
+            if rule.category in ("hate", "harassment") and _condemned(normalized, m.start(), m.end()):
+                continue
             quoted = _quoted(normalized, m.start())
-            score = rule.score * (0.5 if quoted else 1.0)
+            idiom = GAME_CONTEXT_WEIGHT if rule.idiom and gaming else 1.0
+            score = rule.score * (0.5 if quoted else 1.0) * idiom
             found.append(
                 RuleHit(rule.category, rule.name, m.group(0).strip(), score, quoted, m.start(), m.end())
             )
@@ -282,13 +338,45 @@ class MiniLMEncoder:
 
 
 @dataclass(frozen=True, slots=True)
+class Calibrator:
+    """A monotone map of scores to calibrated probabilities: linear interpolation between knots.
+
+    The knots are an isotonic regression's thresholds (``x`` increasing, ``y`` non-decreasing); scores
+    outside ``[x[0], x[-1]]`` take the end values.
+    """
+
+    x: npt.NDArray[np.float64]
+    y: npt.NDArray[np.float64]
+
+    def __post_init__(self) -> None:
+        if self.x.ndim != 1 or self.x.shape != self.y.shape or len(self.x) < 2:
+            raise ValueError("calibrator: x and y must be 1-d of the same length >= 2")
+        if np.any(np.diff(self.x) < 0) or np.any(np.diff(self.y) < 0):
+            raise ValueError("calibrator: x must increase and y must not decrease")
+        if self.y.min() < 0.0 or self.y.max() > 1.0:
+            raise ValueError("calibrator: y must lie in [0, 1]")
+
+    @classmethod
+    def from_dict(cls, doc: Mapping[str, Any]) -> Calibrator:
+        return cls(np.asarray(doc["x"], dtype=np.float64), np.asarray(doc["y"], dtype=np.float64))
+
+    def __call__(self, score: float) -> float:
+        return float(np.interp(score, self.x, self.y))
+
+
+@dataclass(frozen=True, slots=True)
 class LinearHeads:
-    """Per-category logistic regressions on embeddings: ``sigmoid(x @ weights.T + bias)``."""
+    """Per-category logistic regressions on embeddings: ``sigmoid(x @ weights.T + bias)``.
+
+    ``calibration`` holds the calibrators of the categories that have one (applied by
+    :class:`TextClassifier` to the combined model and rule score).
+    """
 
     categories: tuple[str, ...]
     weights: npt.NDArray[np.float64]  # (n_categories, dim)
     bias: npt.NDArray[np.float64]  # (n_categories,)
     meta: Mapping[str, Any] = field(default_factory=dict)
+    calibration: Mapping[str, Calibrator] = field(default_factory=dict)
 
     @classmethod
     def load(cls, path: Path = HEADS_PATH) -> LinearHeads:
@@ -298,11 +386,20 @@ class LinearHeads:
             raise ModelUnavailableError(
                 f"text heads not found at {path}; run scripts/train_text_heads.py"
             ) from exc
+        try:
+            calibration = {
+                cat: Calibrator.from_dict(entry)
+                for cat, entry in (doc.get("calibration") or {}).items()
+                if entry.get("method") != "none"
+            }
+        except (KeyError, ValueError) as exc:
+            raise ModelUnavailableError(f"{path}: bad calibration: {exc}") from exc
         heads = cls(
             categories=tuple(doc["categories"]),
             weights=np.asarray(doc["weights"], dtype=np.float64),
             bias=np.asarray(doc["bias"], dtype=np.float64),
             meta={k: v for k, v in doc.items() if k not in ("categories", "weights", "bias")},
+            calibration=MappingProxyType(calibration),
         )
         if heads.weights.shape != (len(heads.categories), MiniLMEncoder.dim) or heads.bias.shape != (
             len(heads.categories),
@@ -329,6 +426,9 @@ class TextOptions:
     extra_term_score: float = 0.8
     #: ``analyze`` emits a signal for a category only when its score is at least this.
     report_floor: float = 0.05
+    #: Map scores through the heads file's calibrators (False: the raw model and rule combination,
+    #: which is what the training script fits the calibrators on).
+    calibrate: bool = True
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.extra_terms) - set(CATEGORIES))
@@ -428,7 +528,11 @@ class TextClassifier:
                 evidence = gate * profanity
             else:
                 evidence = 0.0
-            out[category] = round(noisy_or([evidence, rule]), 4)
+            score = noisy_or([evidence, rule])
+            calibrator = self.heads.calibration.get(category) if self.options.calibrate else None
+            if calibrator is not None and score > 0.0:  # no evidence at all (an empty text) stays 0
+                score = calibrator(score)
+            out[category] = round(score, 4)
         return out
 
     def analyze(self, transcript: Transcript) -> list[Signal]:
