@@ -45,7 +45,7 @@ async def test_receive_queue_is_bounded_and_reading_pauses_until_the_application
     async with BackendClient(gw.url, TOKEN, max_pending=5) as client:
         await client.wait_connected()
         for n in range(1, 41):
-            await gw.outbox.publish(intervention(n))
+            await gw.outbox.publish(intervention(n, stream_id=f"s{n % 8}"))  # 8 streams: 8 sent at once
         async with asyncio.timeout(WAIT):
             await until(lambda: client.paused >= 1)
         await asyncio.sleep(0.2)  # time enough for more to pile up, were the queue not bounded

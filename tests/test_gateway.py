@@ -135,11 +135,12 @@ async def test_delivers_to_a_client_that_acks_and_records_the_ack(gateway: Gatew
         ivs = [intervention(n) for n in (1, 2, 3)]
         for iv in ivs:
             await gw.outbox.publish(iv)
-        received = [await next_received(client) for _ in ivs]
+        received = []
+        for _ in ivs:  # one stream: each is sent once the one before it is acknowledged
+            received.append(await next_received(client))
+            await client.ack(received[-1].intervention.intervention_id)
         assert [x.intervention for x in received] == ivs
         assert {x.attempt for x in received} == {1}
-        for x in received:
-            await client.ack(x.intervention.intervention_id)
         await client.ping()  # handled in order: the acks are recorded
         acks = await acks_in_log(gw)
         assert [(a.intervention_id, a.status, a.backend) for a in acks] == [
@@ -206,10 +207,12 @@ async def test_disconnect_mid_burst_then_reconnect_gets_the_unacked(gateway: Gat
                 await first.ack(got.intervention.intervention_id)
             await first.ping()
         async with BackendClient(gw.url, TOKEN) as second:
-            rest = [await next_received(second) for _ in range(6)]
-            assert sorted(x.intervention.seq for x in rest) == list(range(5, 11))
-            for x in rest:
-                await second.ack(x.intervention.intervention_id)
+            rest = []
+            for _ in range(6):
+                rest.append(await next_received(second))
+                await second.ack(rest[-1].intervention.intervention_id)
+            assert [x.intervention.seq for x in rest] == list(range(5, 11))  # in order, the unacked 5 first
+            assert rest[0].attempt == 2
             await second.ping()
             assert await gw.outbox.backlog() == 0
         acked = [a.intervention_id for a in await acks_in_log(gw)]
@@ -227,7 +230,7 @@ async def test_client_reconnects_after_gateway_restart(gateway: GatewayFactory) 
             unacked = await next_received(client)
             await gw.aclose()
             async with gateway(port=port) as again:
-                await again.outbox.publish(intervention(2))
+                await again.outbox.publish(intervention(2, stream_id="s2"))  # s1's next waits for 1's ack
                 got = {(x.intervention.seq, x.attempt) for x in [await next_received(client) for _ in "ab"]}
                 assert got == {(1, 2), (2, 1)}  # the first, unacked, is resent after the restart
                 assert client.connections == 2
@@ -438,7 +441,7 @@ async def test_a_backend_that_never_acks_holds_at_most_max_in_flight_and_the_res
     async with gateway(max_in_flight=3, ack_timeout_s=30.0) as gw:
         hoarder = await raw_connect(gw)
         assert (await recv_json(hoarder))["max_in_flight"] == 3
-        ivs = [intervention(n) for n in range(1, 13)]
+        ivs = [intervention(n, stream_id=f"s{n}") for n in range(1, 13)]  # 12 streams: 12 heads
         for iv in ivs:
             await gw.outbox.publish(iv)
         held = await drain(hoarder)
@@ -471,7 +474,7 @@ async def test_two_backends_share_the_load_within_their_in_flight_limits(gateway
             await a.wait_connected()
             await b.wait_connected()
             for n in range(1, 21):
-                await gw.outbox.publish(intervention(n))
+                await gw.outbox.publish(intervention(n, stream_id=f"s{n}"))
             seen: dict[str, list[int]] = {"a": [], "b": []}
 
             async def consume(name: str, client: BackendClient, other: str) -> None:
@@ -502,7 +505,7 @@ async def test_at_the_limit_unacked_deliveries_are_still_resent(gateway: Gateway
     async with gateway(max_in_flight=2, ack_timeout_s=0.2) as gw, await raw_connect(gw) as ws:
         await recv_json(ws)
         for n in (1, 2, 3):
-            await gw.outbox.publish(intervention(n))
+            await gw.outbox.publish(intervention(n, stream_id=f"s{n}"))
         first = [await recv_json(ws), await recv_json(ws)]
         resent = [await recv_json(ws), await recv_json(ws)]
         assert [m["seq"] for m in first] == [1, 2] and [m["delivery"]["attempt"] for m in first] == [1, 1]

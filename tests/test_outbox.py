@@ -180,7 +180,7 @@ async def test_claim_blocks_until_something_is_published(r: redis.asyncio.Redis,
 async def test_release_makes_pending_claimable_at_once(r: redis.asyncio.Redis, prefix: str) -> None:
     outbox = Outbox(r, prefix=prefix, redeliver_after_s=60)
     for n in (1, 2):
-        await outbox.publish(intervention(n))
+        await outbox.publish(intervention(n, stream_id=f"s{n}"))  # two heads: both claimable again
     assert len(await outbox.claim("gone", count=10)) == 2
     assert await outbox.claim("next") == []
     assert await outbox.release("gone") == 2
@@ -241,3 +241,96 @@ async def test_outbox_rejects_bad_arguments(r: redis.asyncio.Redis, prefix: str)
         await outbox.claim("c1", block_ms=0)  # Redis would read 0 as "block forever"
     with pytest.raises(ValueError, match="count"):
         await outbox.claim("c1", count=0)
+
+
+# -- per-stream order -------------------------------------------------------------------------------
+
+
+async def test_each_stream_queues_its_entries_in_publish_order(r: redis.asyncio.Redis, prefix: str) -> None:
+    outbox = Outbox(r, prefix=prefix)
+    for n in (1, 2, 3):
+        await outbox.publish(intervention(n))
+    await outbox.publish(intervention(1, stream_id="s2"))
+    assert not await outbox.publish(intervention(2))  # a repeat is not queued twice
+    deliveries = await outbox.claim("c1", count=10)
+    assert await outbox.queue("s1") == [d.entry_id for d in deliveries[:3]]
+    assert await outbox.queue("s2") == [deliveries[3].entry_id]
+    assert 0 < await r.ttl(outbox.queue_key("s1")) <= outbox.dedupe_ttl_s
+    # Only the head of each stream may be sent; the rest wait.
+    assert await outbox.heads("c1", deliveries) == ["send", "wait", "wait", "send"]
+    assert await outbox.heads("other", deliveries) == ["gone"] * 4  # not held by that consumer
+
+    # An ack (or a nack: the same) takes the entry out of its queue: the next is the head.
+    assert (await outbox.ack(deliveries[0].key)).status == "ok"
+    assert await outbox.queue("s1") == [d.entry_id for d in deliveries[1:3]]
+    assert await outbox.heads("c1", deliveries[1:]) == ["send", "wait", "send"]
+    assert (await outbox.ack(deliveries[0].key)).status == "duplicate"  # changes nothing
+    assert await outbox.queue("s1") == [d.entry_id for d in deliveries[1:3]]
+    for d in deliveries[1:]:
+        assert (await outbox.ack(d.key)).status == "ok"
+    assert await r.exists(outbox.queue_key("s1"), outbox.queue_key("s2")) == 0  # empty queues are gone
+
+
+async def test_overdue_entries_are_reclaimed_head_first(r: redis.asyncio.Redis, prefix: str) -> None:
+    outbox = Outbox(r, prefix=prefix, redeliver_after_s=0.05)
+    for n in (1, 2, 3):
+        await outbox.publish(intervention(n))
+    await outbox.publish(intervention(1, stream_id="s2"))
+    assert len(await outbox.claim("gone", count=10)) == 4
+    await asyncio.sleep(0.1)
+    # All four are overdue, but a resend of s1's 2 or 3 would overtake 1: only heads come back.
+    again = await outbox.claim("next", count=10)
+    got = sorted((d.message.stream_id, d.message.seq, d.attempt) for d in again)
+    assert got == [("s1", 1, 2), ("s2", 1, 2)]
+    await outbox.ack(again[0].key)
+    await outbox.ack(again[1].key)
+    await asyncio.sleep(0.1)
+    assert [(d.message.seq, d.attempt) for d in await outbox.claim("next", count=10)] == [(2, 2)]
+
+
+async def test_a_held_back_entry_touched_in_time_is_not_taken_for_overdue(
+    r: redis.asyncio.Redis, prefix: str
+) -> None:
+    outbox = Outbox(r, prefix=prefix, redeliver_after_s=0.2)
+    for n in (1, 2):
+        await outbox.publish(intervention(n))
+    first, second = await outbox.claim("c1", count=10)
+    await outbox.ack(first.key)
+    for _ in range(4):  # its consumer checks it more often than the ack timeout
+        await asyncio.sleep(0.08)
+        assert await outbox.heads("c1", [second]) == ["send"]
+    assert await outbox.claim("c2", count=10) == []  # so nobody else takes it
+    assert await outbox.held("c1") == {second.entry_id}
+
+
+async def test_unreadable_entries_leave_their_queue(r: redis.asyncio.Redis, prefix: str) -> None:
+    outbox = Outbox(r, prefix=prefix)
+    # Unreadable data under a stream's queue (as a bad writer or an old version might leave it).
+    bad = await r.xadd(outbox.key, {"key": "bad", "stream": "s1", "data": "{not json"})
+    await r.rpush(outbox.queue_key("s1"), bad)
+    await outbox.publish(intervention(1))
+    [delivery] = await outbox.claim("c1", count=10)
+    assert delivery.message.seq == 1
+    assert await outbox.queue("s1") == [delivery.entry_id]
+    assert await outbox.heads("c1", [delivery]) == ["send"]  # not stuck behind the dropped entry
+
+
+async def test_a_stale_head_does_not_block_its_stream(r: redis.asyncio.Redis, prefix: str) -> None:
+    outbox = Outbox(r, prefix=prefix)
+    for n in (1, 2):
+        await outbox.publish(intervention(n))
+    first, second = await outbox.claim("c1", count=10)
+    await r.xdel(outbox.key, first.entry_id)  # deleted by hand, never acknowledged
+    assert await outbox.heads("c1", [second]) == ["send"]
+    assert await outbox.queue("s1") == [second.entry_id]
+    # An entry in no queue (published before queues existed) is never held back.
+    legacy = await r.xadd(outbox.key, {"key": "iv_legacy", "data": json.dumps(_legacy_dict())})
+    [old] = await outbox.claim("c1", count=10)
+    assert old.entry_id == (legacy if isinstance(legacy, str) else legacy.decode())
+    assert await outbox.heads("c1", [old]) == ["send"]
+
+
+def _legacy_dict() -> dict[str, Any]:
+    from livesafe.events import to_dict
+
+    return to_dict(intervention(3))

@@ -73,13 +73,14 @@ async def test_lift_is_delivered_in_order_and_acked_by_lift_id(gw: Gateway) -> N
         await gw.outbox.publish(warn)
         await gw.outbox.publish(lift)
         async with asyncio.timeout(WAIT):
-            first, second = await anext(client), await anext(client)
+            first = await anext(client)
+            await client.ack(first)  # one stream: the lift is sent once the warning is acknowledged
+            second = await anext(client)
         assert (first.message, first.lifted, first.key) == (warn, None, warn.intervention_id)
         assert (second.lifted, second.key) == (lift, lift.lift_id)
         assert (lift.reason, lift.intervention_id, lift.seq) == ("overturned", warn.intervention_id, 2)
         with pytest.raises(TypeError, match=r"check \.lifted first"):
             _ = second.intervention
-        await client.ack(first)
         await client.ack(second)
         await client.ping()
         acks = [e for e in await gw.events.read() if isinstance(e, Ack)]
@@ -94,8 +95,9 @@ async def test_applied_acknowledges_and_is_recorded_even_after_an_ack(gw: Gatewa
         await gw.outbox.publish(warn)
         await gw.outbox.publish(lift)
         async with asyncio.timeout(WAIT):
-            first, second = await anext(client), await anext(client)
-        await client.applied(first, "s1", ("notice",), "banner shown")
+            first = await anext(client)
+            await client.applied(first, "s1", ("notice",), "banner shown")
+            second = await anext(client)  # one stream: sent once the first is acknowledged
         await client.ack(second)
         await client.applied(second, "s1", ("notice",), "banner removed")  # after its ack: still recorded
         await client.ping()
@@ -148,7 +150,9 @@ async def test_every_message_livesafe_sends_validates_against_its_schema(gw: Gat
         seen.append(await recv_json(ws))  # hello
         await gw.outbox.publish(warn)
         await gw.outbox.publish(lift)
-        seen += [await recv_json(ws), await recv_json(ws)]
+        seen.append(await recv_json(ws))
+        await ws.send(json.dumps({"type": "ack", "intervention_id": warn.intervention_id}))  # lift follows
+        seen.append(await recv_json(ws))
         gw.notify(to_dict(StreamState("s1", 3.5, "degraded", "no video for 5 s")))
         seen.append(await recv_json(ws))
         for message in (

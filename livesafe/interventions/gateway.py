@@ -6,7 +6,9 @@ over the durable :class:`~livesafe.interventions.outbox.Outbox`: each connection
 consumer, an intervention stays pending until the backend acks or nacks it, anything unanswered
 for ``ack_timeout_s`` is resent, and whatever a dropped connection held is released at once so the
 reconnection receives it without waiting. Delivery is at-least-once: backends dedupe by
-``intervention_id``.
+``intervention_id``. Per stream it is in order, across connections and gateway processes: a delivery is
+sent only as the head of its stream's outbox queue (every earlier one of its stream acknowledged); a
+connection that claimed a later one holds it back, counted in its in-flight, until then.
 
 Wire protocol ``livesafe.v1``, documented in ``docs/protocol.md``, with one JSON Schema per message in
 ``protocol.schema.json`` (see :mod:`livesafe.interventions.protocol`); every incoming message is
@@ -131,8 +133,11 @@ class _Connection:
     consumer: str
     bucket: TokenBucket | None
     strikes: TokenBucket | None
-    #: key (intervention_id or lift_id) -> outbox entry id, of deliveries sent and not yet settled.
+    #: key (intervention_id or lift_id) -> outbox entry id, of deliveries held and not yet settled:
+    #: sent, or claimed and held back (``deferred``) until they are the head of their stream's queue.
     in_flight: dict[str, str] = field(default_factory=dict)
+    #: outbox entry id -> delivery claimed but not sent: an earlier one of its stream is unacknowledged.
+    deferred: dict[str, Delivery] = field(default_factory=dict)
     #: Set whenever a held delivery is settled (or taken over): the pump may claim more.
     space: asyncio.Event = field(default_factory=asyncio.Event)
     limited: bool = False
@@ -243,6 +248,9 @@ class Gateway:
         # A connection at its in-flight limit re-checks with Redis this often: acks may have been
         # handled by another gateway process, which cannot tell this one.
         self._reconcile_s = max(0.05, min(1.0, ack_timeout_s))
+        # A connection holding deliveries back checks this often whether they became heads (an ack
+        # handled here wakes it at once; one handled by another gateway process cannot).
+        self._deferred_poll_s = 0.05
         self._handlers: dict[str, Callable[[str, Mapping[str, Any]], Awaitable[dict[str, Any] | None]]] = {
             "hello": self._on_hello,
             "ack": self._on_ack,
@@ -410,6 +418,7 @@ class Gateway:
                 if self._holders.get(entry) is conn:
                     del self._holders[entry]
             conn.in_flight.clear()
+            conn.deferred.clear()
             await self._release(consumer)
 
     @property
@@ -418,8 +427,12 @@ class Gateway:
         return len(self._connections)
 
     def in_flight(self) -> dict[str, int]:
-        """Per consumer (connection), how many deliveries it holds unacknowledged."""
+        """Per consumer (connection), how many deliveries it holds unacknowledged (sent or held back)."""
         return {conn.consumer: len(conn.in_flight) for conn in self._connections.values()}
+
+    def deferred(self) -> dict[str, int]:
+        """Per consumer (connection), how many of those it holds back, waiting for their stream's turn."""
+        return {conn.consumer: len(conn.deferred) for conn in self._connections.values()}
 
     def notify(self, message: Mapping[str, Any]) -> int:
         """Send an informational message (e.g. ``stream.state``) to every connected backend, now.
@@ -456,19 +469,28 @@ class Gateway:
             logger.exception("delivery to %s failed; closing its connection", conn.consumer)
             await conn.ws.close(1011, "internal error delivering interventions")
 
-    def _settled(self, entry_id: str, key: str) -> None:
-        """A delivery was acknowledged (by any connection): free the slot of the connection holding it."""
+    def _settled(self, entry_id: str, key: str, stream_id: str | None = None) -> None:
+        """A delivery was acknowledged (by any connection): free the slot of the connection holding it,
+        and wake the connections holding back later deliveries of its stream (one is the head now)."""
         holder = self._holders.pop(entry_id, None)
         if holder is not None:
-            holder.in_flight.pop(key, None)
-            holder.space.set()
+            self._forget(holder, entry_id, key)
+        if stream_id is not None:
+            for conn in self._connections.values():
+                if any(d.message.stream_id == stream_id for d in conn.deferred.values()):
+                    conn.space.set()
+
+    @staticmethod
+    def _forget(conn: _Connection, entry_id: str, key: str) -> None:
+        conn.in_flight.pop(key, None)
+        conn.deferred.pop(entry_id, None)
+        conn.space.set()
 
     def _hold(self, conn: _Connection, entry_id: str, key: str) -> None:
-        """``conn`` was sent this delivery: it holds it now (taken over from a connection that timed out)."""
+        """``conn`` holds this delivery now (taken over from a connection that timed out)."""
         previous = self._holders.get(entry_id)
         if previous is not None and previous is not conn:
-            previous.in_flight.pop(key, None)
-            previous.space.set()
+            self._forget(previous, entry_id, key)
         self._holders[entry_id] = conn
         conn.in_flight[key] = entry_id
 
@@ -484,7 +506,7 @@ class Gateway:
         for key, entry in list(conn.in_flight.items()):
             if entry not in held:
                 self._settled(entry, key)
-                conn.in_flight.pop(key, None)
+                self._forget(conn, entry, key)
 
     async def _resend_overdue(self, conn: _Connection) -> None:
         """At the limit, still resend what this connection holds past the ack timeout."""
@@ -495,48 +517,94 @@ class Gateway:
             logger.warning("could not resend %s's overdue deliveries: %s", conn.consumer, exc)
             return
         reraise_swallowed_cancel()
+        await self._dispatch(conn, deliveries)  # only heads are reclaimed: sent at once
+
+    async def _dispatch(self, conn: _Connection, deliveries: list[Delivery]) -> None:
+        """Send what is the head of its stream's queue; hold the rest back (see :meth:`_send_heads`)."""
         for delivery in deliveries:
-            await self._send(conn, delivery)
+            self._hold(conn, delivery.entry_id, delivery.key)
+            conn.deferred[delivery.entry_id] = delivery
+        await self._check(conn, deliveries)
+
+    async def _send_heads(self, conn: _Connection) -> None:
+        """Send the held-back deliveries that became the heads of their streams' queues."""
+        await self._check(conn, list(conn.deferred.values()))
+
+    async def _check(self, conn: _Connection, deliveries: list[Delivery]) -> None:
+        if not deliveries:
+            return
+        try:
+            verdicts = await self.outbox.heads(conn.consumer, deliveries)
+        except redis.RedisError as exc:
+            reraise_swallowed_cancel()  # they stay held back; the next check sends them
+            logger.warning("could not check the order of %s's deliveries: %s", conn.consumer, exc)
+            return
+        reraise_swallowed_cancel()
+        for delivery, verdict in zip(deliveries, verdicts, strict=True):
+            if conn.deferred.get(delivery.entry_id) is not delivery:
+                continue  # settled or taken over meanwhile
+            if verdict == "send":
+                del conn.deferred[delivery.entry_id]
+                await self._send(conn, delivery)
+            elif verdict == "gone":
+                if self._holders.get(delivery.entry_id) is conn:
+                    del self._holders[delivery.entry_id]
+                self._forget(conn, delivery.entry_id, delivery.key)
 
     async def _send(self, conn: _Connection, delivery: Delivery) -> None:
         self._hold(conn, delivery.entry_id, delivery.key)
+        conn.deferred.pop(delivery.entry_id, None)
         message = {**to_dict(delivery.message), "delivery": {"attempt": delivery.attempt}}
         await conn.ws.send(json.dumps(message))
 
     async def _deliver(self, conn: _Connection) -> None:
         """Send this consumer's outbox deliveries until the connection closes; survive Redis outages.
 
-        Never more than ``max_in_flight`` unacknowledged at once: at the limit, wait for acks.
+        Never more than ``max_in_flight`` held at once (sent or held back): at the limit, wait for
+        acks. A delivery is sent only as the head of its stream's queue (every earlier one of its
+        stream acknowledged); until then it is held back and checked again whenever an ack here
+        settles one of its stream, and every ``_deferred_poll_s`` for acks made elsewhere.
         """
         delay = 0.1
         # Near the limit, wait for a batch's worth of room rather than claiming one by one.
         refill_at = max(1, min(self.batch_size, self.max_in_flight // 2))
+        reconciled = time.monotonic()
         while True:
             conn.space.clear()
+            if conn.deferred:
+                await self._send_heads(conn)
             free = self.max_in_flight - len(conn.in_flight)
-            if free < refill_at:
+            if free >= refill_at:
                 try:
-                    async with asyncio.timeout(self._reconcile_s):
-                        await conn.space.wait()
-                except TimeoutError:
-                    await self._reconcile(conn)
-                    if self.max_in_flight - len(conn.in_flight) < refill_at:
-                        await self._resend_overdue(conn)
-                continue
-            try:
-                deliveries = await self.outbox.claim(
-                    conn.consumer, count=min(self.batch_size, free), block_ms=self._block_ms
-                )
-            except redis.RedisError as exc:
+                    deliveries = await self.outbox.claim(
+                        conn.consumer, count=min(self.batch_size, free),
+                        block_ms=None if conn.deferred else self._block_ms,
+                    )
+                except redis.RedisError as exc:
+                    reraise_swallowed_cancel()
+                    logger.warning("outbox read failed for %s, retrying in %.1fs: %s", conn.consumer, delay,
+                                   exc)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 5.0)
+                    continue
                 reraise_swallowed_cancel()
-                logger.warning("outbox read failed for %s, retrying in %.1fs: %s", conn.consumer, delay, exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-                continue
-            reraise_swallowed_cancel()
-            delay = 0.1
-            for delivery in deliveries:
-                await self._send(conn, delivery)
+                delay = 0.1
+                if deliveries:
+                    await self._dispatch(conn, deliveries)
+                    continue
+                if not conn.deferred:
+                    continue  # the read waited for news already
+            try:
+                async with asyncio.timeout(self._deferred_poll_s if conn.deferred else self._reconcile_s):
+                    await conn.space.wait()
+            except TimeoutError:
+                pass
+            if (self.max_in_flight - len(conn.in_flight) < refill_at
+                    and time.monotonic() - reconciled >= self._reconcile_s):
+                reconciled = time.monotonic()
+                await self._reconcile(conn)
+                if self.max_in_flight - len(conn.in_flight) < refill_at:
+                    await self._resend_overdue(conn)
 
     # -- messages --------------------------------------------------------------------------------
 
@@ -614,7 +682,7 @@ class Gateway:
         key = str(msg.get("lift_id") or msg["intervention_id"])
         result = await self.outbox.ack(key)
         if result.entry_id:
-            self._settled(result.entry_id, key)
+            self._settled(result.entry_id, key, None if result.message is None else result.message.stream_id)
         if result.status == "unknown":
             field = "lift_id" if "lift_id" in msg else "intervention_id"
             raise ProtocolError(f"{status}: unknown {field} {key!r}", "unknown_id")

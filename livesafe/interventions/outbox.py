@@ -20,6 +20,14 @@ it; an entry pending longer than ``redeliver_after_s`` is claimed again (``XPEND
 number. Acknowledged entries are deleted, so the stream holds only undelivered or unacknowledged
 work and needs no trimming (trimming would silently drop pending interventions).
 
+Order per stream: the publish script also appends the entry id to its stream's queue,
+``{prefix}:outbox:q:{stream_id}`` (a list, oldest first; expiring with the markers, gone once empty), and
+the ack script removes it. A consumer sends a delivery only while it is the head of its queue
+(:meth:`Outbox.heads`), holding later ones back until then, and only heads are claimed again when
+overdue, so the messages of one stream reach backends in publish order across consumers. Ids of entries
+that left the outbox without an ack (deleted by hand) are dropped from the queue's head when found there;
+an entry in no queue (published before queues existed) is never held back.
+
 Publishing is idempotent by key: a marker key ``{prefix}:outbox:id:<key>`` (with a TTL) is set in the
 same Lua script as the ``XADD``, so a replay or a retried publish never sends a decision twice, and the
 marker's value (the entry id) lets ``ack`` find the entry by its key.
@@ -59,12 +67,107 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_PREFIX = "livesafe"
 
-# KEYS: marker, stream. ARGV: key (intervention_id or lift_id), payload, ttl seconds.
+# KEYS: marker, stream, the stream's queue. ARGV: key (intervention_id or lift_id), payload, ttl seconds,
+# stream_id. The entry id also goes to the end of its stream's queue: the order deliveries are sent in.
 _PUBLISH = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return false end
-local entry = redis.call('XADD', KEYS[2], '*', 'key', ARGV[1], 'data', ARGV[2])
+local entry = redis.call('XADD', KEYS[2], '*', 'key', ARGV[1], 'stream', ARGV[4], 'data', ARGV[2])
 redis.call('SET', KEYS[1], entry, 'EX', tonumber(ARGV[3]))
+redis.call('RPUSH', KEYS[3], entry)
+redis.call('EXPIRE', KEYS[3], tonumber(ARGV[3]))
 return entry
+"""
+
+# Shared by the scripts below: the first entry of queue ``q`` still in the outbox (KEYS[1]), dropping
+# stale ids first (entries deleted by hand, or the whole outbox key); false for an empty queue. An
+# entry is sendable when it is that head, or in no queue at all (published before queues existed, or
+# its queue expired): nothing to keep it in order with.
+_HEAD = """
+local function head_of(q)
+  while true do
+    local h = redis.call('LINDEX', q, 0)
+    if not h then return false end
+    if #redis.call('XRANGE', KEYS[1], h, h) > 0 then return h end
+    redis.call('LPOP', q)
+  end
+end
+local function sendable(q, id)
+  local h = head_of(q)
+  return h == id or not redis.call('LPOS', q, id)
+end
+"""
+
+# KEYS: stream. ARGV: group, consumer, queue key prefix, touch (1/0), then (entry id, stream_id) pairs.
+# Per pair: 'gone' (no longer pending to this consumer: acked, or claimed by another), 'send' (the head
+# of its stream's queue) or 'wait'. With touch, what is kept has its idle time reset (XCLAIM JUSTID:
+# the delivery count is unchanged): a send starts its ack timeout now, and a held-back entry is not
+# taken for overdue while its consumer is alive.
+_HEADS = _HEAD + """
+local out = {}
+for i = 5, #ARGV, 2 do
+  local id, q = ARGV[i], ARGV[3] .. ARGV[i + 1]
+  if #redis.call('XPENDING', KEYS[1], ARGV[1], id, id, 1, ARGV[2]) == 0 then
+    out[#out + 1] = 'gone'
+  else
+    out[#out + 1] = sendable(q, id) and 'send' or 'wait'
+    if ARGV[4] == '1' then redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, id, 'JUSTID') end
+  end
+end
+return out
+"""
+
+# KEYS: stream. ARGV: group, consumer, min idle ms, count, queue key prefix, own (1/0), scan limit.
+# Claims up to ``count`` entries pending longer than the min idle (``own``: only this consumer's) that
+# are the heads of their streams' queues, scanning at most ``scan limit`` overdue entries; returns
+# {entry id, delivery count after this claim, fields} for each. Pending entries no longer in the
+# stream are acknowledged away.
+_RECLAIM = _HEAD + """
+local out, start, scanned = {}, '-', 0
+local count, limit = tonumber(ARGV[4]), tonumber(ARGV[7])
+while #out < count and scanned < limit do
+  local page
+  if ARGV[6] == '1' then
+    page = redis.call('XPENDING', KEYS[1], ARGV[1], 'IDLE', ARGV[3], start, '+', 100, ARGV[2])
+  else
+    page = redis.call('XPENDING', KEYS[1], ARGV[1], 'IDLE', ARGV[3], start, '+', 100)
+  end
+  if #page == 0 then break end
+  for _, p in ipairs(page) do
+    scanned = scanned + 1
+    local id = p[1]
+    local found = redis.call('XRANGE', KEYS[1], id, id)
+    if #found == 0 then
+      redis.call('XACK', KEYS[1], ARGV[1], id)
+    else
+      local fields, stream = found[1][2], false
+      for j = 1, #fields, 2 do
+        if fields[j] == 'stream' then stream = fields[j + 1] end
+      end
+      if not stream or sendable(ARGV[5] .. stream, id) then
+        redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[3], id)
+        out[#out + 1] = {id, p[4] + 1, fields}
+        if #out >= count then break end
+      end
+    end
+  end
+  start = '(' .. page[#page][1]
+end
+return out
+"""
+
+# KEYS: stream. ARGV: group, queue key prefix, entry id. Drop an entry (unreadable): acknowledge and
+# delete it, and take it out of its stream's queue.
+_DROP = """
+local found = redis.call('XRANGE', KEYS[1], ARGV[3], ARGV[3])
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
+redis.call('XDEL', KEYS[1], ARGV[3])
+if #found > 0 then
+  local fields = found[1][2]
+  for i = 1, #fields, 2 do
+    if fields[i] == 'stream' then redis.call('LREM', ARGV[2] .. fields[i + 1], 1, ARGV[3]) end
+  end
+end
+return #found
 """
 
 # KEYS: event log, audit index. ARGV: log maxlen, audit maxlen, audit ttl s, type, stream_id, data.
@@ -87,8 +190,8 @@ AUDITED = frozenset({"intervention", "intervention.lifted", "ack", "review"})
 AUDIT_MAXLEN = 10_000
 AUDIT_TTL_S = 30 * 24 * 3600
 
-# KEYS: marker, stream. ARGV: group. Returns {status, payload, entry}: status 'ok', 'duplicate' or
-# 'unknown'.
+# KEYS: marker, stream. ARGV: group, queue key prefix. Returns {status, payload, entry}: status 'ok',
+# 'duplicate' or 'unknown'. The entry also leaves its stream's queue (the next one becomes the head).
 _ACK = """
 local entry = redis.call('GET', KEYS[1])
 if not entry then return {'unknown', '', ''} end
@@ -96,11 +199,12 @@ local found = redis.call('XRANGE', KEYS[2], entry, entry)
 redis.call('XACK', KEYS[2], ARGV[1], entry)
 if #found == 0 then return {'duplicate', '', entry} end
 redis.call('XDEL', KEYS[2], entry)
-local fields = found[1][2]
+local fields, data = found[1][2], ''
 for i = 1, #fields, 2 do
-  if fields[i] == 'data' then return {'ok', fields[i + 1], entry} end
+  if fields[i] == 'data' then data = fields[i + 1] end
+  if fields[i] == 'stream' then redis.call('LREM', ARGV[2] .. fields[i + 1], 1, entry) end
 end
-return {'ok', '', entry}
+return {'ok', data, entry}
 """
 
 
@@ -335,20 +439,33 @@ class Outbox:
         self.key = f"{prefix}:outbox"
         self.group = f"{prefix}:gateway"
         self._marker_prefix = f"{prefix}:outbox:id:"
+        self._queue_prefix = f"{prefix}:outbox:q:"
         self.redeliver_after_s = redeliver_after_s
         self.dedupe_ttl_s = dedupe_ttl_s
         self._publish = self.redis.register_script(_PUBLISH)
         self._ack = self.redis.register_script(_ACK)
+        self._heads = self.redis.register_script(_HEADS)
+        self._reclaim_heads = self.redis.register_script(_RECLAIM)
+        self._drop = self.redis.register_script(_DROP)
 
     def _marker(self, key: str) -> str:
         return self._marker_prefix + key
+
+    def queue_key(self, stream_id: str) -> str:
+        """The Redis list of one stream's outbox entry ids, oldest first: its head is the next to send."""
+        return self._queue_prefix + stream_id
+
+    async def queue(self, stream_id: str) -> list[str]:
+        """The entry ids of one stream's queue, oldest first."""
+        return [_str(v) for v in await self.redis.lrange(self.queue_key(stream_id), 0, -1)]
 
     async def publish(self, message: Deliverable) -> bool:
         """Queue an intervention or a lift for the backend; ``False`` if its key was already published
         (a no-op)."""
         key = delivery_key(message)
         entry = await self._publish(
-            keys=[self._marker(key), self.key], args=[key, _dumps(message), self.dedupe_ttl_s]
+            keys=[self._marker(key), self.key, self.queue_key(message.stream_id)],
+            args=[key, _dumps(message), self.dedupe_ttl_s, message.stream_id],
         )
         return entry is not None
 
@@ -406,21 +523,35 @@ class Outbox:
 
     async def _reclaim(self, consumer: str, count: int, own: bool = False) -> list[Delivery]:
         # XPENDING (with IDLE) then XCLAIM rather than XAUTOCLAIM: XAUTOCLAIM does not return the
-        # delivery counts, and the backend is told which attempt each resend is.
+        # delivery counts, and the backend is told which attempt each resend is. Only heads of their
+        # streams' queues are claimed: resending a later one would overtake the head.
         idle_ms = max(1, int(self.redeliver_after_s * 1000))
-        overdue = await self.redis.xpending_range(
-            self.key, self.group, min="-", max="+", count=count, idle=idle_ms,
-            consumername=consumer if own else None,
+        claimed = await self._reclaim_heads(
+            keys=[self.key],
+            args=[self.group, consumer, idle_ms, count, self._queue_prefix, int(own), max(1000, 10 * count)],
         )
-        if not overdue:
+        if not claimed:
             return []
-        attempts = {_str(p["message_id"]): int(p["times_delivered"]) + 1 for p in overdue}
-        claimed: list[Any] = list(
-            await self.redis.xclaim(self.key, self.group, consumer, idle_ms, [*attempts])
-        )
-        # Entries deleted meanwhile come back as (None, None) (Redis < 7) or not at all.
-        entries = [(entry_id, raw) for entry_id, raw in claimed if entry_id is not None]
+        attempts = {_str(entry): int(times) for entry, times, _fields in claimed}
+        entries = [(entry, dict(zip(flat[::2], flat[1::2], strict=True))) for entry, _times, flat in claimed]
         return await self._deliveries(entries, attempts)
+
+    async def heads(
+        self, consumer: str, deliveries: Sequence[Delivery], *, touch: bool = True
+    ) -> list[str]:
+        """For each delivery ``consumer`` holds: ``send`` (the head of its stream's queue: send it now),
+        ``wait`` (an earlier one of its stream is unacknowledged: hold it back) or ``gone`` (no longer
+        held: acknowledged, or claimed by another consumer after it was overdue).
+
+        With ``touch``, the idle time of those kept is reset: a ``send`` starts its ack timeout, and a
+        held-back one is not taken for overdue (call at least every ``redeliver_after_s``).
+        """
+        if not deliveries:
+            return []
+        args: list[Any] = [self.group, consumer, self._queue_prefix, int(touch)]
+        for delivery in deliveries:
+            args += [delivery.entry_id, delivery.message.stream_id]
+        return [_str(v) for v in await self._heads(keys=[self.key], args=args)]
 
     async def _deliveries(
         self, entries: Sequence[tuple[Any, Any]], attempts: Mapping[str, int]
@@ -436,8 +567,7 @@ class Outbox:
             except (KeyError, ValueError, EventFormatError) as exc:
                 # A poison entry would be redelivered forever; log it loudly and drop it.
                 logger.error("outbox %s: dropping unreadable entry %s: %s", self.key, entry, exc)
-                await self.redis.xack(self.key, self.group, entry)
-                await self.redis.xdel(self.key, entry)
+                await self._drop(keys=[self.key], args=[self.group, self._queue_prefix, entry])
                 continue
             out.append(Delivery(event, entry, attempts.get(entry, 1)))
         return out
@@ -449,7 +579,7 @@ class Outbox:
         may ack what it received on its previous connection.
         """
         status, payload, entry = (_str(v) for v in await self._ack(
-            keys=[self._marker(key), self.key], args=[self.group]))
+            keys=[self._marker(key), self.key], args=[self.group, self._queue_prefix]))
         if status != "ok":
             return AckResult(status, None, entry)
         try:

@@ -13,12 +13,17 @@ secret accepts it; drop the old secret from the configuration once every receive
 
 Delivery: a :class:`WebhookDispatcher` is one more consumer of the durable outbox (the same consumer
 group as websocket connections, so each intervention goes to exactly one backend channel). It sends one
-request at a time, in outbox order, so interventions of a stream arrive in order. A 2xx response
+request at a time, in outbox order, and like a websocket connection only the head of a stream's queue: a
+later intervention of a stream it claimed waits (held back, up to ``batch_size`` of them) until every
+earlier one of that stream is acknowledged, by whichever channel held it, so interventions of a stream
+arrive in order across channels too; other streams are not held up meanwhile. A 2xx response
 acknowledges the intervention. A 4xx response other than 408, 409, 425 and 429 means the receiver refuses
 it for good (a bad signature, say): it is acknowledged as rejected, logged with the status, and not sent
 again. Anything else (a 5xx, a timeout, a refused connection) is retried with exponential backoff and
 jitter, capped at ``max_backoff_s``, for as long as it takes: while the endpoint is down nothing is lost
-and nothing overtakes it.
+and nothing of that stream overtakes it. Past the outbox's ``redeliver_after_s`` another consumer (a
+websocket connection) may take it over, as from any consumer that does not answer in time; the dispatcher
+then stops retrying it.
 """
 
 from __future__ import annotations
@@ -137,6 +142,7 @@ class WebhookDispatcher:
         *,
         batch_size: int = 16,
         block_ms: int = 1000,
+        poll_s: float = 0.05,
         initial_backoff_s: float = 0.5,
         max_backoff_s: float = 60.0,
         on_result: Callable[[Delivery, str, int | None], None] | None = None,
@@ -146,6 +152,7 @@ class WebhookDispatcher:
         self.consumer = f"webhook:{endpoint.name}"
         self.batch_size = batch_size
         self.block_ms = block_ms
+        self.poll_s = poll_s
         self.initial_backoff_s = initial_backoff_s
         self.max_backoff_s = max_backoff_s
         self.stats = WebhookStats()
@@ -153,6 +160,8 @@ class WebhookDispatcher:
         self._session: aiohttp.ClientSession | None = None
         self._task: asyncio.Task[None] | None = None
         self._rng = random.Random()
+        #: entry id -> claimed delivery held back: an earlier one of its stream is unacknowledged.
+        self._deferred: dict[str, Delivery] = {}
 
     async def __aenter__(self) -> WebhookDispatcher:
         await self.start()
@@ -170,6 +179,7 @@ class WebhookDispatcher:
     async def aclose(self) -> None:
         task, self._task = self._task, None
         await cancel_and_wait(task)
+        self._deferred.clear()
         session, self._session = self._session, None
         if session is not None:
             await session.close()
@@ -183,9 +193,17 @@ class WebhookDispatcher:
         delay = self.initial_backoff_s
         while True:
             try:
-                deliveries = await self.outbox.claim(
-                    self.consumer, count=self.batch_size, block_ms=self.block_ms
-                )
+                if self._deferred:
+                    await self._deliver_heads(list(self._deferred.values()))
+                deliveries: list[Delivery] = []
+                room = self.batch_size - len(self._deferred)
+                if room > 0:
+                    deliveries = await self.outbox.claim(
+                        self.consumer, count=room, block_ms=None if self._deferred else self.block_ms
+                    )
+                if deliveries:
+                    self._deferred.update((d.entry_id, d) for d in deliveries)
+                    await self._deliver_heads(deliveries)
             except redis.RedisError as exc:
                 reraise_swallowed_cancel()
                 log.warning("%s: outbox read failed, retrying in %.1fs: %s", self.consumer, delay, exc)
@@ -194,7 +212,18 @@ class WebhookDispatcher:
                 continue
             reraise_swallowed_cancel()
             delay = self.initial_backoff_s
-            for delivery in deliveries:
+            if self._deferred and not deliveries:
+                await asyncio.sleep(self.poll_s)  # for acks of earlier ones, wherever they are made
+
+    async def _deliver_heads(self, deliveries: list[Delivery]) -> None:
+        """Deliver, in order, those of ``deliveries`` that are the heads of their streams' queues;
+        keep the others held back; forget those no longer held (taken over after a timeout)."""
+        verdicts = await self.outbox.heads(self.consumer, deliveries)
+        for delivery, verdict in zip(deliveries, verdicts, strict=True):
+            if self._deferred.get(delivery.entry_id) is not delivery or verdict == "wait":
+                continue
+            del self._deferred[delivery.entry_id]
+            if verdict == "send":
                 await self._deliver(delivery)
 
     async def _deliver(self, delivery: Delivery) -> None:
@@ -210,6 +239,21 @@ class WebhookDispatcher:
             attempt += 1
             await asyncio.sleep(delay * (0.5 + self._rng.random()))
             delay = min(delay * 2, self.max_backoff_s)
+            if not await self._still_held(delivery):
+                log.warning("%s: %s was taken over by another consumer after the ack timeout; "
+                            "no longer retrying it", self.consumer, delivery.key)
+                return
+
+    async def _still_held(self, delivery: Delivery) -> bool:
+        """Whether this dispatcher still holds ``delivery`` (a retry now keeps the order); ``True`` if
+        Redis cannot tell (at-least-once: a duplicate is better than a loss)."""
+        try:
+            [verdict] = await self.outbox.heads(self.consumer, [delivery], touch=False)
+        except redis.RedisError:
+            reraise_swallowed_cancel()
+            return True
+        reraise_swallowed_cancel()
+        return verdict != "gone"
 
     async def _post(self, delivery: Delivery, attempt: int) -> tuple[str, int | None]:
         assert self._session is not None
