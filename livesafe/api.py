@@ -74,6 +74,23 @@ def _error(status: int, reason: str) -> web.Response:
     return web.json_response({"type": "error", "reason": reason}, status=status)
 
 
+async def _json_object(request: web.Request, *, optional: bool = False) -> dict[str, Any] | web.Response:
+    """The request's JSON object body, or the error response saying what is wrong with it.
+
+    ``optional``: an empty body reads as ``{}``."""
+    if request.content_length is not None and request.content_length > MAX_BODY:
+        return _error(413, f"body over {MAX_BODY} bytes")
+    if optional and not request.can_read_body:
+        return {}
+    try:
+        body = json.loads(await request.text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        return _error(400, f"body is not JSON: {exc}")
+    if not isinstance(body, dict):
+        return _error(400, "body must be a JSON object")
+    return body
+
+
 def bearer_backend(request: web.Request, tokens: Mapping[str, str]) -> str | None:
     """The backend name for the request's bearer token, or None (compared in constant time)."""
     header = request.headers.get("Authorization", "")
@@ -114,14 +131,9 @@ def make_app(
         return web.json_response({"type": "streams", "streams": controller.metrics()})
 
     async def start(request: web.Request) -> web.Response:
-        if request.content_length is not None and request.content_length > MAX_BODY:
-            return _error(413, f"body over {MAX_BODY} bytes")
-        try:
-            body = json.loads(await request.text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            return _error(400, f"body is not JSON: {exc}")
-        if not isinstance(body, dict):
-            return _error(400, "body must be a JSON object")
+        body = await _json_object(request)
+        if isinstance(body, web.Response):
+            return body
         stream_id, source, metadata = body.get("stream_id"), body.get("source"), body.get("metadata", {})
         if not isinstance(stream_id, str) or not stream_id:
             return _error(400, "'stream_id' must be a non-empty string")
@@ -139,14 +151,9 @@ def make_app(
 
     async def overturn(request: web.Request) -> web.Response:
         intervention_id = request.match_info["intervention_id"]
-        body: Any = {}
-        if request.can_read_body:
-            try:
-                body = json.loads(await request.text())
-            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-                return _error(400, f"body is not JSON: {exc}")
-        if not isinstance(body, dict):
-            return _error(400, "body must be a JSON object")
+        body = await _json_object(request, optional=True)
+        if isinstance(body, web.Response):
+            return body
         reviewer, note = body.get("reviewer", request[BACKEND]), body.get("note", "")
         stream_id = body.get("stream_id") or controller.find_stream(intervention_id)
         if not isinstance(reviewer, str) or not reviewer:

@@ -101,7 +101,9 @@ async def test_overturn_over_http_lifts_and_the_backend_gets_the_lift(
     warn = await running_stream_with_a_warning(service, tmp_path)
     async with BackendClient(service.gateway.url, "tok") as backend:
         async with asyncio.timeout(10):
-            assert (await anext(backend)).message == warn
+            first = await anext(backend)
+        assert first.message == warn
+        await backend.ack(first)  # a stream's next message (the lift) is sent once this one is acked
         status, reply = await call("POST", f"{url}/v1/interventions/{warn.intervention_id}/overturn",
                                    json={"reviewer": "ana", "note": "song lyrics"}, headers=AUTH)
         assert (status, reply["type"], reply["for"]) == (200, "ok", "overturn")
