@@ -205,7 +205,9 @@ async def test_webhook_and_websocket_share_a_stream_in_order(
     log: list[tuple[str, str, int]] = []
     receiver = Receiver(NEW)
     url = await serve(receiver)
-    async with gateway() as gw, BackendClient(gw.url, TOKEN) as ws_backend:
+    # One in flight on the websocket: it holds s1's head and cannot claim the rest before the webhook
+    # dispatcher sees any of it (with more room it could take everything first).
+    async with gateway(max_in_flight=1) as gw, BackendClient(gw.url, TOKEN) as ws_backend:
         await ws_backend.wait_connected()
         await gw.outbox.publish(intervention(1, "s1"))
         head = await anext(ws_backend)  # the websocket holds s1's head
