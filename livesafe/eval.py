@@ -23,6 +23,14 @@ Data sets (:data:`DATASETS`):
 * ``cssrs``: the held-out 20 % of C-SSRS Reddit users (the script's user split); a user is positive for
   ``self_harm`` when labelled Ideation, Behavior or Attempt (Supportive and Indicator are negatives, as in
   the script's evaluation), and scores the maximum of their posts' scores;
+* ``functional``: the project's own functional tests of live-stream talk
+  (``livesafe/analyzers/data/text_functional.yaml``, shipped with the package, in the spirit of HateCheck):
+  short utterances labelled ``hate`` and ``threat``, each tagged with the functionality it tests (explicit
+  derogation, dehumanisation, implicit hate, threats against a group, slurs, and hard negatives: gaming
+  trash talk, counter-speech, quoting, victims' reports, neutral and positive identity mentions, reclaimed
+  terms, untargeted swearing, negated hate). Besides the per-category figures, the accuracy per tag (an item
+  is right when every labelled category is flagged as labelled). Evaluation only: nothing trains or
+  calibrates on it;
 * ``jigsaw_sample``: the labelled rows of detoxify's Jigsaw ``test.csv``: threat -> ``threat``, insult ->
   ``harassment``, obscene -> ``profanity``, identity_hate -> ``hate``;
 * ``speech_refs``: ``audio/refs.tsv`` rows whose reference quality is good or medium, decoded with PyAV to
@@ -108,10 +116,14 @@ class TextSet:
     items: list[list[str]]
     #: Per category, one 0/1 label per item.
     labels: dict[str, list[int]]
+    #: Optional functionality tag per item (``eval_text`` then reports the accuracy per tag).
+    tags: list[str] | None = None
 
     def subset(self, keep: Sequence[int]) -> TextSet:
         return TextSet(
-            [self.items[i] for i in keep], {c: [v[i] for i in keep] for c, v in self.labels.items()}
+            [self.items[i] for i in keep],
+            {c: [v[i] for i in keep] for c, v in self.labels.items()},
+            None if self.tags is None else [self.tags[i] for i in keep],
         )
 
     def __len__(self) -> int:
@@ -270,6 +282,28 @@ def load_jigsaw_sample(data_dir: Path) -> TextSet:
     )
 
 
+FUNCTIONAL_PATH = Path(__file__).resolve().parent / "analyzers" / "data" / "text_functional.yaml"
+
+
+def load_functional(data_dir: Path, path: Path = FUNCTIONAL_PATH) -> TextSet:
+    """The functional tests (shipped with the package; ``data_dir`` is not read)."""
+    import yaml
+
+    doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    texts: list[str] = []
+    tags: list[str] = []
+    rows: list[dict[str, int]] = []
+    for tag, block in doc["functionalities"].items():
+        defaults = {str(k): int(v) for k, v in block["labels"].items()}
+        for case in block["cases"]:
+            entry = {"text": case} if isinstance(case, str) else dict(case)
+            texts.append(str(entry.pop("text")))
+            rows.append({**defaults, **{str(k): int(v) for k, v in entry.items()}})
+            tags.append(str(tag))
+    categories = sorted({c for r in rows for c in r})
+    return TextSet([[t] for t in texts], {c: [r.get(c, 0) for r in rows] for c in categories}, tags)
+
+
 def load_speech_refs(data_dir: Path) -> list[SpeechClip]:
     rows = _read_csv(data_dir / "audio/refs.tsv", delimiter="\t")
     clips = []
@@ -303,6 +337,7 @@ DATASETS: dict[str, Dataset] = {
         Dataset("ethos_binary", "text", load_ethos_binary),
         Dataset("cssrs", "text", load_cssrs),
         Dataset("jigsaw_sample", "text", load_jigsaw_sample),
+        Dataset("functional", "text", load_functional),
         Dataset("speech_refs", "speech", load_speech_refs),
         Dataset("fight_clips", "video", load_fight_clips),
     )
@@ -429,6 +464,7 @@ def eval_text(data: TextSet, policy: Policy, classifier: TextClassifier) -> dict
     flat = [text for item in data.items for text in item]
     scores = classifier.scores_batch(flat) if flat else []
     categories: dict[str, Any] = {}
+    correct: dict[str, list[bool]] = {}
     for cat, labels in data.labels.items():
         cat_policy = policy.category(cat)
         floor = cat_policy.floor if cat_policy is not None else DEFAULT_FLOOR
@@ -436,9 +472,29 @@ def eval_text(data: TextSet, policy: Policy, classifier: TextClassifier) -> dict
         for item in data.items:
             item_scores.append(max((scores[pos + k].get(cat, 0.0) for k in range(len(item))), default=0.0))
             pos += len(item)
-        metrics = binary_metrics(labels, [s >= floor for s in item_scores])
+        flagged = [s >= floor for s in item_scores]
+        metrics = binary_metrics(labels, flagged)
         categories[cat] = {"floor": floor, **metrics, **calibration_metrics(labels, item_scores)}
-    return {"kind": "text", "n": len(data), "texts": len(flat), "categories": categories}
+        correct[cat] = [bool(y) == f for y, f in zip(labels, flagged, strict=True)]
+    out: dict[str, Any] = {"kind": "text", "n": len(data), "texts": len(flat), "categories": categories}
+    if data.tags is not None:
+        out["tags"] = tag_accuracy(data.tags, correct)
+    return out
+
+
+def tag_accuracy(tags: Sequence[str], correct: dict[str, list[bool]]) -> dict[str, dict[str, Any]]:
+    """Per functionality tag (in first-seen order): its items, the share of them right in every category,
+    and the share right per category."""
+    out: dict[str, dict[str, Any]] = {}
+    for tag in dict.fromkeys(tags):
+        idx = [i for i, t in enumerate(tags) if t == tag]
+        every = [all(ok[i] for ok in correct.values()) for i in idx]
+        out[tag] = {
+            "n": len(idx),
+            "accuracy": round(sum(every) / len(idx), 4),
+            **{cat: round(sum(ok[i] for i in idx) / len(idx), 4) for cat, ok in correct.items()},
+        }
+    return out
 
 
 def eval_speech(clips: Sequence[SpeechClip], data_dir: Path, recognizer: SpeechRecognizer) -> dict[str, Any]:
@@ -575,6 +631,17 @@ def format_table(result: dict[str, Any]) -> str:
                     f"{name:<15} {cat:<11} {m['floor']:>5.2f} {m['n']:>6} {m['support']:>7} "
                     f"{m['precision']:>9.3f} {m['recall']:>6.3f} {m['f1']:>6.3f} {m['accuracy']:>8.3f} "
                     f"{at(m, 0.9):>12} {at(m, 0.5):>12} {m['ece']:>6.3f}"
+                )
+        for name, ds in text.items():
+            if not ds.get("tags"):
+                continue
+            cats = list(ds["categories"])
+            lines += ["", f"{name}: accuracy per functionality (right in every category; per category)"]
+            lines.append(f"  {'tag':<26} {'n':>4} {'accuracy':>8} " + " ".join(f"{c:>8}" for c in cats))
+            for tag, t in ds["tags"].items():
+                lines.append(
+                    f"  {tag:<26} {t['n']:>4} {t['accuracy']:>8.3f} "
+                    + " ".join(f"{t[c]:>8.3f}" for c in cats)
                 )
     for name, ds in result["datasets"].items():
         if ds["kind"] != "speech":

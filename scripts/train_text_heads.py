@@ -27,7 +27,11 @@ of positives: ``hate`` on Davidson + ETHOS calibration rows, ``self_harm`` on ca
 score is the maximum over their posts, as in evaluation; the map is monotone, so calibrating posts and
 taking the maximum is the same) plus Davidson's calibration "neither" tweets as everyday negatives (every
 C-SSRS user posts in mental-health forums, so that set alone would map even a zero score to a high rate).
-The other categories have no real held-back data and stay uncalibrated.
+The other categories have no real held-back data and stay uncalibrated. The hate calibrator is fitted on
+the head's evidence as the classifier weighs it by context (no target group, rejected or reported
+statements: ``text.NO_TARGET_WEIGHT`` and the others, recorded in the file), so changing those weights
+means rerunning this script. ``livesafe/analyzers/data/text_functional.yaml`` (the functional tests) is
+evaluation only: it is neither trained nor calibrated on.
 
 Evaluation, on data the heads never saw: the evaluation splits above and the Jigsaw sample from detoxify's
 tests (Apache-2.0). Embeddings are cached under ``.livesafe/cache/text_train`` (``--cache-dir``), so reruns
@@ -60,6 +64,9 @@ sys.path.insert(0, str(ROOT))
 
 from livesafe.analyzers.text import (  # noqa: E402
     HEADS_PATH,
+    NO_TARGET_WEIGHT,
+    REJECTED_WEIGHT,
+    REPORTED_WEIGHT,
     MiniLMEncoder,
     TextClassifier,
     TextOptions,
@@ -456,6 +463,13 @@ def calibrate(doc: dict[str, Any], out: Path, data: Splits, encode: CachedEncode
     for cat, (scores, labels) in calibration_scores(raw, data).items():
         print(f"calibrating {cat}: {len(labels)} items, {sum(labels)} positive", flush=True)
         section[cat] = {"fitted_on": CALIBRATED[cat], **fit_calibrator(scores, labels)}
+    # The hate scores calibrated above are the head's evidence weighed by its context (text.py): the
+    # calibrator holds only for these weights.
+    section["hate"]["context_weights"] = {
+        "no_target": NO_TARGET_WEIGHT,
+        "rejected": REJECTED_WEIGHT,
+        "reported": REPORTED_WEIGHT,
+    }
     for cat in HEAD_CATEGORIES:
         if cat not in section:
             section[cat] = {"method": "none", "reason": "no real held-back data for this category"}

@@ -19,8 +19,10 @@ from livesafe.eval import (
     davidson_split,
     ethos_split,
     eval_speech,
+    eval_text,
     expected_calibration_error,
     format_table,
+    load_functional,
     load_speech_refs,
     main,
     normalize_words,
@@ -40,7 +42,7 @@ def policy() -> Policy:
 
 def test_registry() -> None:
     assert set(DATASETS) == {
-        "davidson", "ethos_binary", "cssrs", "jigsaw_sample", "speech_refs", "fight_clips"}
+        "davidson", "ethos_binary", "cssrs", "jigsaw_sample", "functional", "speech_refs", "fight_clips"}
     assert {d.kind for d in DATASETS.values()} == {"text", "speech", "video"}
     assert DATASETS["speech_refs"].kind == "speech"
     with pytest.raises(dataclasses.FrozenInstanceError):
@@ -147,6 +149,40 @@ def test_text_datasets_with_limit(shared_data: Path, policy: Policy) -> None:
                 assert 0 <= m[f"n_at_{t}"] <= m["n"]
     table = format_table(result)
     assert "p@0.9 (n)" in table and "ece" in table
+
+
+def test_functional_set_is_shipped_and_tagged(tmp_path: Path) -> None:
+    data = load_functional(tmp_path)  # shipped with the package: the data directory is not read
+    assert 150 <= len(data) <= 250
+    assert data.tags is not None and len(data.tags) == len(data)
+    assert set(data.labels) == {"hate", "threat"}
+    tags = set(data.tags)
+    assert {"derogation", "dehumanisation", "implicit", "threat_group", "slur", "gaming_trash_talk",
+            "counter_speech", "quoting_reporting", "victim_report", "identity_neutral", "identity_positive",
+            "reclaimed_self_reference", "profanity_untargeted", "negated_hate"} <= tags  # fmt: skip
+    texts = [item[0] for item in data.items]
+    assert len(set(texts)) == len(texts)
+    for tag in ("gaming_trash_talk", "counter_speech", "negated_hate"):
+        assert not any(y for y, t in zip(data.labels["hate"], data.tags, strict=True) if t == tag)
+    assert all(y for y, t in zip(data.labels["threat"], data.tags, strict=True) if t == "threat_group")
+    sub = data.subset([0, len(data) - 1])
+    assert sub.tags == [data.tags[0], data.tags[-1]]
+
+
+@pytest.mark.models
+def test_functional_eval_reports_accuracy_per_tag(policy: Policy) -> None:
+    from livesafe.analyzers.text import TextClassifier
+
+    data = load_functional(ROOT)
+    assert data.tags is not None
+    keep = [data.tags.index(t) for t in dict.fromkeys(data.tags)]  # the first case of every tag
+    result = eval_text(data.subset(keep), policy, TextClassifier())
+    assert list(result["tags"]) == list(dict.fromkeys(data.tags))
+    for t in result["tags"].values():
+        assert t["n"] == 1 and t["accuracy"] in (0.0, 1.0)
+        assert t["accuracy"] == min(t["hate"], t["threat"])
+    table = format_table({"policy": "p", "data_dir": "d", "limit": None, "datasets": {"functional": result}})
+    assert "accuracy per functionality" in table and "gaming_trash_talk" in table
 
 
 @pytest.mark.models

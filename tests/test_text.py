@@ -8,20 +8,30 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from livesafe.analyzers.base import TextAnalyzer
 from livesafe.analyzers.text import (
+    DATA_DIR,
     GAME_CONTEXT_WEIGHT,
+    NO_TARGET_WEIGHT,
+    REJECTED_WEIGHT,
+    REPORTED_WEIGHT,
+    TARGET_MEMORY_S,
     TEXT_CATEGORIES,
     Calibrator,
     LinearHeads,
     TextClassifier,
     TextOptions,
+    hate_context_weight,
     load_rules,
+    load_targets,
     match_rules,
     normalize,
 )
+from livesafe.eval import load_functional
 from livesafe.events import Transcript
+from livesafe.policy import load_policy
 
 BENIGN_EVERYDAY = (
     "this boss fight is killing me",
@@ -55,6 +65,43 @@ REAL_THREATS = (
     "I'll slit your throat.",
     "I will find your family and hurt them.",
 )
+
+
+#: Functional cases (text_functional.yaml) that the scorer before target awareness got wrong at the hate
+#: floor (0.2): gaming talk and counter-speech at 0.29-0.46, implicit hate at 0.13.
+GAMING_BELOW_FLOOR = (
+    "gg we destroyed them, ez",
+    "we destroyed them",
+    "they are trash at this game, uninstall",
+    "we slaughtered them in the last game",
+    "get good, you are so bad at this",
+)
+COUNTER_BELOW_FLOOR = (
+    "calling immigrants animals is disgusting",
+    "saying jews control the media is an antisemitic conspiracy theory",
+    "people who call gay people a disease are the real problem",
+    "racism against black people has no place in this chat",
+    "it is wrong to say that muslims are terrorists",
+)
+NEGATED_BELOW_FLOOR = (
+    "not all muslims are terrorists, obviously",
+    "jews do not control the media, that is a myth",
+    "nobody here thinks black people are inferior",
+)
+IMPLICIT_AT_FLOOR = (
+    "jews control the media",
+    "immigrants are replacing us",
+    "muslims should not be allowed in this country",
+    "you can never trust a muslim",
+    "every muslim is a terrorist waiting to happen",
+)
+
+
+@pytest.fixture(scope="module")
+def hate_floor() -> float:
+    cat = load_policy().category("hate")
+    assert cat is not None
+    return cat.floor
 
 
 @pytest.fixture(scope="module")
@@ -131,6 +178,51 @@ def test_idiom_rules_count_less_in_a_game_context() -> None:
 )
 def test_condemned_hate_is_dropped(text: str, expected: set[str]) -> None:
     assert {h.category for h in match_rules(normalize(text), load_rules())} == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "weight"),
+    [
+        ("gg we destroyed them, ez", NO_TARGET_WEIGHT),
+        ("fuck this game", NO_TARGET_WEIGHT),
+        ("i will shoot you in the face", NO_TARGET_WEIGHT),
+        ("immigrants are lazy", 1.0),
+        ("the spics ruined this neighbourhood", 1.0),  # a slur is a target
+        ("my cousin is gay", 1.0),
+        ("gay people are not a disease", REJECTED_WEIGHT),
+        ("calling immigrants animals is disgusting", REJECTED_WEIGHT),
+        ("racism has no place in this chat", REJECTED_WEIGHT),
+        # a frame, but the only verdict is the hateful claim itself
+        ("people who think gay people are disgusting are right", 1.0),
+        ("someone in chat wrote that immigrants are animals", REPORTED_WEIGHT),
+        ("refugees are nothing but leeches", 1.0),  # "nothing but" is no negation
+    ],
+)
+def test_hate_context_weight(text: str, weight: float) -> None:
+    assert hate_context_weight(normalize(text), load_rules(), load_targets()) == pytest.approx(weight)
+
+
+def test_functional_cases_are_not_training_seeds() -> None:
+    """The functional tests are evaluation only: none of them is also a seed sentence."""
+    doc = yaml.safe_load((DATA_DIR / "text_seeds.yaml").read_text(encoding="utf-8"))
+    seeds = {normalize(t) for t in doc["benign"]}
+    for cat in doc["categories"].values():
+        seeds |= {normalize(t) for t in (*cat["positive"], *cat.get("negative", []))}
+    for group in doc["templates"]["groups"]:
+        for kind in ("hate", "benign"):
+            seeds |= {normalize(t.format(group=group)) for t in doc["templates"][kind]}
+    functional = {normalize(item[0]) for item in load_functional(DATA_DIR).items}
+    assert not functional & seeds
+
+
+def test_heads_calibrated_with_the_current_context_weights() -> None:
+    """The hate calibrator is fitted on the weighed evidence: changing a weight means retraining."""
+    section = LinearHeads.load().meta["calibration"]["hate"]
+    assert section["context_weights"] == {
+        "no_target": NO_TARGET_WEIGHT,
+        "rejected": REJECTED_WEIGHT,
+        "reported": REPORTED_WEIGHT,
+    }
 
 
 def test_calibrator() -> None:
@@ -222,6 +314,85 @@ def test_calibration_applies_to_the_policy_scores(clf: TextClassifier) -> None:
     assert cal["hate"] == pytest.approx(clf.heads.calibration["hate"](unc["hate"]), abs=2e-4)
     assert cal["threat"] == unc["threat"]  # no calibrator: the raw combination
     assert cal["hate"] >= 0.5
+
+
+@pytest.mark.models
+@pytest.mark.parametrize("text", GAMING_BELOW_FLOOR)
+def test_gaming_trash_talk_is_below_the_hate_floor(clf: TextClassifier, hate_floor: float, text: str) -> None:
+    assert clf.scores(text)["hate"] < hate_floor
+
+
+@pytest.mark.models
+@pytest.mark.parametrize("text", COUNTER_BELOW_FLOOR + NEGATED_BELOW_FLOOR)
+def test_counter_speech_and_negated_hate_are_below_the_hate_floor(
+    clf: TextClassifier, hate_floor: float, text: str
+) -> None:
+    assert clf.scores(text)["hate"] < hate_floor
+
+
+@pytest.mark.models
+@pytest.mark.parametrize("text", IMPLICIT_AT_FLOOR)
+def test_implicit_hate_reaches_the_hate_floor(clf: TextClassifier, hate_floor: float, text: str) -> None:
+    assert clf.scores(text)["hate"] >= hate_floor
+
+
+@pytest.mark.models
+def test_functional_tags_hold(clf: TextClassifier, hate_floor: float) -> None:
+    """Per functionality, the share of cases right at the hate floor stays where it was measured."""
+    data = load_functional(DATA_DIR)
+    assert data.tags is not None
+    scores = clf.scores_batch([item[0] for item in data.items])
+    right: dict[str, list[bool]] = {}
+    for tag, label, s in zip(data.tags, data.labels["hate"], scores, strict=True):
+        right.setdefault(tag, []).append(bool(label) == (s["hate"] >= hate_floor))
+    accuracy = {tag: sum(ok) / len(ok) for tag, ok in right.items()}
+    assert sum(map(sum, right.values())) / len(data) >= 0.9, accuracy
+    for tag in ("gaming_trash_talk", "profanity_untargeted", "threat_person", "dehumanisation"):
+        assert accuracy[tag] == 1.0, (tag, accuracy)
+    assert min(accuracy.values()) >= 0.6, accuracy
+
+
+@pytest.mark.models
+def test_analyze_batch_equals_analyze(clf: TextClassifier, scripts: dict[str, list[str]]) -> None:
+    lines = [*scripts["threat"], *scripts["benign"], *IMPLICIT_AT_FLOOR, *GAMING_BELOW_FLOOR, ""]
+    transcripts = [
+        Transcript(stream_id=f"s{k % 3}", media_ts=float(k), end_ts=k + 1.5, text=text)
+        for k, text in enumerate(lines)
+    ]
+    # Two fresh classifiers: analyze remembers each stream's last group mention, fed in the same order.
+    batched, one_by_one = (TextClassifier(encoder=clf.encoder) for _ in range(2))
+    batch = batched.analyze_batch(transcripts)
+    assert len(batch) == len(transcripts)
+    for transcript, signals in zip(transcripts, batch, strict=True):
+        single = one_by_one.analyze(transcript)
+        assert [(s.stream_id, s.media_ts, s.end_ts, s.category, s.evidence) for s in signals] == [
+            (s.stream_id, s.media_ts, s.end_ts, s.category, s.evidence) for s in single
+        ]
+        assert [s.score for s in signals] == pytest.approx([s.score for s in single], abs=2e-4)
+    assert clf.analyze_batch([]) == []
+
+
+@pytest.mark.models
+def test_a_pronoun_right_after_a_group_mention_refers_to_it(clf: TextClassifier, hate_floor: float) -> None:
+    """Speech comes an utterance at a time: "They should all be deported." right after "Immigrants are
+    animals." is about immigrants; the same words on their own name no group."""
+    text = "They should all be deported."
+    memory = TextClassifier(encoder=clf.encoder)
+
+    def hate(stream: str, at: float, said: str) -> float:
+        signals = memory.analyze(Transcript(stream_id=stream, media_ts=at, end_ts=at + 1.5, text=said))
+        return max((s.score for s in signals if s.category == "hate"), default=0.0)
+
+    assert clf.scores(text)["hate"] < hate_floor  # no memory in scores()
+    assert hate("a", 0.0, text) < hate_floor
+    assert hate("a", 5.0, "Immigrants are animals.") >= hate_floor
+    assert hate("a", 8.0, text) >= hate_floor
+    assert hate("b", 8.0, text) < hate_floor  # another stream
+    assert hate("a", 8.0 + TARGET_MEMORY_S + 5.0, text) < hate_floor  # long after
+    hate("a", 40.0, "the immigrants are arriving")
+    memory.forget("a")
+    assert hate("a", 41.0, text) < hate_floor
+    assert hate("c", 0.0, "gg we destroyed them, ez") < hate_floor
 
 
 @pytest.mark.models

@@ -15,6 +15,28 @@ A score per category in [0, 1] comes from three kinds of evidence:
   fight is killing me" gets 0.67), so its score counts fully only when a strong swear word also matched,
   part way for a mild one, and at 0.3 of its value otherwise.
 
+**Hate needs a target.** The hate head scores tone as much as target ("gg we destroyed them, ez" looks like
+hate to it), so its evidence is weighed per scored piece of text (the whole text and each sentence)
+before the highest piece is taken:
+
+* ``NO_TARGET_WEIGHT`` when the piece names no protected group: no identity term (race or ethnicity,
+  nationality or immigration status, religion, gender, sexual orientation, gender identity, disability)
+  and no slur (``targets`` and the ``SLUR`` macro in ``data/text_patterns.yaml``);
+* ``REJECTED_WEIGHT`` when the piece rejects a hateful statement: a hate rule matched but is negated
+  ("gay people are not a disease", "not all muslims are terrorists") or condemned, or the piece is
+  counter-speech ("calling immigrants animals is disgusting", "racism has no place here");
+* ``REPORTED_WEIGHT`` when the piece reports or quotes someone ("someone in chat wrote that ...",
+  "he called me a ..."), as rule hits in reported speech count half.
+
+Speech arrives an utterance at a time ("Immigrants are animals." | "They should all be deported."), so
+:meth:`TextClassifier.analyze` remembers, per stream, when a transcript last named a group: for
+``TARGET_MEMORY_S`` of media after it, a transcript that refers to people by a pronoun ("they", "them",
+"these people") counts as naming that group. :meth:`~TextClassifier.scores` and the other text methods
+have no such memory.
+
+Hate rules always name a group, so the rules (conspiracy, dehumanising and derogatory predicates,
+exclusion, violence against a group) carry explicit and implicit hate where the head is unsure.
+
 Two context checks keep idioms and counter-speech down. Rules marked ``idiom: true`` (violent verbs that
 gamers and sports fans use every day: "I'm going to kill him", "you will die") count at
 ``GAME_CONTEXT_WEIGHT`` of their score when the text talks about a game ("...he took my loot", "this
@@ -34,6 +56,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -81,6 +104,19 @@ PROFANITY_UNGATED_WEIGHT = 0.3
 PROFANITY_STRONG_TERM = 0.7
 #: Weight of an ``idiom`` rule's hit when the text talks about a game or a sport.
 GAME_CONTEXT_WEIGHT = 0.4
+#: Weight of the hate head's evidence for a piece of text naming no protected group (no identity term,
+#: no slur). Measured on the functional tests and the Davidson/ETHOS held-out splits (see the CHANGELOG).
+NO_TARGET_WEIGHT = 0.25
+#: Weight of the hate head's evidence for a piece of text that rejects a hateful statement (negated or
+#: condemned) or is counter-speech.
+REJECTED_WEIGHT = 0.3
+#: Weight of the hate head's evidence for a piece of text that reports or quotes what someone said.
+REPORTED_WEIGHT = 0.3
+#: Media seconds after a transcript names a group during which a stream's pronoun reference ("they
+#: should all be deported") counts as naming it.
+TARGET_MEMORY_S = 20.0
+#: Streams whose last group mention ``TextClassifier`` remembers (the oldest are dropped beyond it).
+TARGET_MEMORY_STREAMS = 4096
 #: Most sentences of one text scored separately (the whole text is always scored too).
 MAX_SENTENCES = 32
 EXCERPT_CHARS = 280
@@ -131,7 +167,9 @@ def segments(normalized: str) -> list[str]:
 
 # --- rules ---------------------------------------------------------------------------------------
 
-_NEGATION = re.compile(r"\b(?:never|not|no|nobody|no one|nothing|none|neither|nor|without|cannot|\w+n't)\b")
+_NEGATION = re.compile(
+    r"\b(?:never|not|no|nobody|no one|nothing(?! but)|none|neither|nor|without|cannot|\w+n't)\b"
+)
 _REPORTED = re.compile(
     r"\b(?:said|says|saying|say that|told (?:me|us|him|her|them)|tells|wrote|writes|typed|asked|quote|"
     r"quoting|quoted|lyrics?|the line|in the (?:movie|film|show|series|book|song)|claims? that|"
@@ -152,13 +190,38 @@ _GAME_CONTEXT = re.compile(
 #: condemns it ("... is wrong", "... is a racist lie").
 _CONDEMN_FRAME = re.compile(
     r"\b(?:saying|say|says|said|claiming|claim|claims|calling|call|calls|called|the idea that|the lie that|"
-    r"the myth that|the claim that|people who (?:say|think)|anyone who (?:says|thinks)|telling|told|to say)\b"
+    r"the myth that|the claim that|(?:people|anyone|those|someone) who (?:say|says|think|thinks|call|calls)|"
+    r"telling|told|to say|blaming|blame|dehumani[sz]ing|mocking|insulting|harassing|attacking|hating)\b"
 )
 _CONDEMN_VERDICT = re.compile(
     r"\b(?:is|are|was|were|it is|that is|that's)\s+(?:\w+\s+){0,2}?(?:wrong|hateful|racist|sexist|homophobic|"
     r"transphobic|antisemitic|islamophobic|bigoted|bigotry|disgusting|unacceptable|a lie|lies|a myth|false|"
-    r"not okay|not ok|not true|hate speech|vile|shameful|gross|ignorant|dehumanizing|dehumanising)\b"
+    r"not okay|not ok|not true|hate speech|vile|shameful|gross|ignorant|dehumanizing|dehumanising|cruel|"
+    r"the (?:real )?problem|a clown|clowns|an idiot|idiots|a joke|pathetic|nonsense|a conspiracy theory|"
+    r"how (?:atrocities|genocides?) (?:start|begin))\b"
 )
+#: Counter-speech without a quoted statement: a stance against hate ("racism has no place in this chat",
+#: "we do not tolerate slurs", "it is wrong to say ...").
+_COUNTER = re.compile(
+    r"\b(?:it is|it's|that is|that's)\s+(?:\w+\s+){0,2}?(?:wrong|not okay|not ok|racist|hateful|unacceptable)"
+    r"\s+to\s+(?:say|call|claim|think|blame|treat|tell)\b"
+    r"|\b(?:stop|against|condemn|call out|fight|fighting|no place for|report|reported|ban|banned)\s+"
+    r"(?:\w+\s+){0,2}?(?:racism|the hate|hate speech|hate crimes?|hatred|bigotry|antisemitism|homophobia|"
+    r"transphobia|islamophobia|xenophobia|misogyny|sexism|slurs|racist)\b"
+    r"|\b(?:racism|hate|hatred|bigotry|antisemitism|homophobia|transphobia|islamophobia|xenophobia|misogyny|"
+    r"sexism|slurs)\s+(?:\w+\s+){0,4}?(?:has|have|is|are)\s+(?:no place|not (?:okay|ok|welcome|acceptable|a "
+    r"personality|tolerated)|on the rise|never (?:okay|ok))"
+    r"|\b(?:we|i)\s+(?:do not|don't|will not|won't|never)\s+tolerate\b"
+    r"|\b(?:stop|quit)\s+(?:spreading|posting|typing|sending|saying)\s+(?:hate|slurs|racist|bigoted)\b"
+    r"|\b(?:is|are|was|were)\s+(?:\w+\s+){0,2}?(?:racist|antisemitic|homophobic|transphobic|bigoted|"
+    r"islamophobic)\s+(?:nonsense|garbage|lies?|propaganda|conspiracy|myths?|"
+    r"and (?:the|that|this|he|she|they))"
+    r"|\b(?:you are|you're|they are|he is|she is)\s+(?:being\s+|so\s+|just\s+)?(?:racist|sexist|homophobic|"
+    r"transphobic|antisemitic|bigoted|a bigot|a racist)\b"
+    r"|\bconspiracy theor(?:y|ies)\b"
+)
+#: A reference to people by pronoun: names a group only right after a group was named (TARGET_MEMORY_S).
+_PRONOUN = re.compile(r"\b(?:they|them|their|theirs|these people|those people|such people|these guys)\b")
 _MACRO = re.compile(r"\{([A-Z_]+)\}")
 #: How many words before a hit are searched for a negation cue.
 NEGATION_WINDOW_WORDS = 3
@@ -191,6 +254,16 @@ class RuleHit:
     end: int = 0
 
 
+def _expand(pattern: str, macros: Mapping[str, str]) -> str:
+    """``pattern`` with its ``{NAME}`` macros inserted, macros inside macros too."""
+    for _ in range(8):
+        expanded = _MACRO.sub(lambda m: macros[m.group(1)], pattern)
+        if expanded == pattern:
+            return expanded
+        pattern = expanded
+    raise ValueError(f"macros nest too deep in {pattern[:80]!r}")
+
+
 def load_rules(path: Path = PATTERNS_PATH) -> tuple[Rule, ...]:
     """The rules of a patterns YAML file (see ``data/text_patterns.yaml`` for the format)."""
     doc = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -200,7 +273,7 @@ def load_rules(path: Path = PATTERNS_PATH) -> tuple[Rule, ...]:
         if category not in CATEGORIES:
             raise ValueError(f"{path}: unknown category {category!r}")
         for entry in entries:
-            pattern = _MACRO.sub(lambda m: macros[m.group(1)], str(entry["pattern"]))
+            pattern = _expand(str(entry["pattern"]), macros)
             rules.append(
                 Rule(
                     category=category,
@@ -212,6 +285,16 @@ def load_rules(path: Path = PATTERNS_PATH) -> tuple[Rule, ...]:
                 )
             )
     return tuple(rules)
+
+
+def load_targets(path: Path = PATTERNS_PATH) -> re.Pattern[str]:
+    """One expression matching any target group mention of a patterns file's ``targets`` section."""
+    doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    macros: dict[str, str] = dict(doc.get("macros") or {})
+    patterns = [_expand(str(entry["pattern"]), macros) for entry in doc.get("targets") or ()]
+    if not patterns:
+        return re.compile(r"(?!)")  # no targets section: nothing is a target
+    return re.compile("|".join(f"(?:{p})" for p in patterns))
 
 
 def term_rules(extra_terms: Mapping[str, Sequence[str]], score: float) -> tuple[Rule, ...]:
@@ -251,12 +334,19 @@ def _condemned(normalized: str, start: int, end: int) -> bool:
     )
 
 
+def _counter_speech(normalized: str, start: int) -> bool:
+    """Whether the sentence around a hit takes a stand against hate ("it is wrong to say that ...")."""
+    sentence_start = max(normalized.rfind(c, 0, start) for c in ".!?;") + 1
+    ends = [i for i in (normalized.find(c, start) for c in ".!?;") if i >= 0]
+    return _COUNTER.search(normalized, sentence_start, min(ends, default=len(normalized))) is not None
+
+
 def match_rules(normalized: str, rules: Sequence[Rule]) -> list[RuleHit]:
     """Hits of ``rules`` in a normalised text, negated hits dropped and quoted ones halved.
 
     ``idiom`` rules count at ``GAME_CONTEXT_WEIGHT`` when the text mentions a game or a sport; hate and
-    harassment hits that their sentence condemns are dropped. Overlapping hits of one category are one
-    piece of evidence: only the strongest of them is kept.
+    harassment hits that their sentence condemns are dropped, and hate hits in counter-speech.
+    Overlapping hits of one category are one piece of evidence: only the strongest of them is kept.
     """
     found: list[RuleHit] = []
     gaming = _GAME_CONTEXT.search(normalized) is not None
@@ -265,6 +355,8 @@ def match_rules(normalized: str, rules: Sequence[Rule]) -> list[RuleHit]:
             if rule.negatable and _negated(normalized, m.start(), m.group(0)):
                 continue
             if rule.category in ("hate", "harassment") and _condemned(normalized, m.start(), m.end()):
+                continue
+            if rule.category == "hate" and _counter_speech(normalized, m.start()):
                 continue
             quoted = _quoted(normalized, m.start())
             idiom = GAME_CONTEXT_WEIGHT if rule.idiom and gaming else 1.0
@@ -277,6 +369,51 @@ def match_rules(normalized: str, rules: Sequence[Rule]) -> list[RuleHit]:
         if not any(k.category == hit.category and k.start < hit.end and hit.start < k.end for k in kept):
             kept.append(hit)
     return sorted(kept, key=lambda h: (h.start, h.category))
+
+
+def rejected_hate(normalized: str, rules: Sequence[Rule]) -> bool:
+    """Whether a text rejects a hateful statement: a hate rule matches but is negated or condemned, or the
+    text is counter-speech (a stance against hate)."""
+    if _COUNTER.search(normalized):
+        return True
+    spans: list[tuple[int, int]] = []
+    for rule in rules:
+        if rule.category != "hate":
+            continue
+        for m in rule.regex.finditer(normalized):
+            if (rule.negatable and _negated(normalized, m.start(), m.group(0))) or _condemned(
+                normalized, m.start(), m.end()
+            ):
+                return True
+            spans.append(m.span())
+    # A framed statement and a verdict on it ("calling immigrants animals is disgusting"), the verdict
+    # not being part of a hateful statement itself ("just saying gay people are disgusting").
+    at = 0
+    for sentence in re.split(r"[.!?;]", normalized):
+        frame = _CONDEMN_FRAME.search(sentence)
+        if frame is not None:
+            for verdict in _CONDEMN_VERDICT.finditer(sentence, frame.end()):
+                start, end = at + verdict.start(), at + verdict.end()
+                if not any(a < end and start < b for a, b in spans):
+                    return True
+        at += len(sentence) + 1
+    return False
+
+
+def hate_context_weight(
+    normalized: str, rules: Sequence[Rule], targets: re.Pattern[str], *, group_named_before: bool = False
+) -> float:
+    """Weight of the hate head's evidence for one piece of normalised text (see the module docs);
+    ``group_named_before``: the text follows a mention of a group, so a pronoun refers to it."""
+    named = targets.search(normalized) is not None or (
+        group_named_before and _PRONOUN.search(normalized) is not None
+    )
+    weight = 1.0 if named else NO_TARGET_WEIGHT
+    if rejected_hate(normalized, rules):
+        weight *= REJECTED_WEIGHT
+    elif _REPORTED.search(normalized):
+        weight *= REPORTED_WEIGHT
+    return weight
 
 
 def noisy_or(scores: Sequence[float] | npt.NDArray[np.float64]) -> float:
@@ -482,6 +619,10 @@ class TextClassifier:
         self._profanity = predict_prob
         extra = term_rules(self.options.extra_terms, self.options.extra_term_score)
         self.rules: tuple[Rule, ...] = load_rules(patterns_path) + extra
+        self.targets: re.Pattern[str] = load_targets(patterns_path)
+        #: Per stream, the media end of the last transcript that named a group (TARGET_MEMORY_S).
+        self._named_at: OrderedDict[str, float] = OrderedDict()
+        self._memory_lock = threading.Lock()
         wanted = set(TEXT_CATEGORIES) | {r.category for r in extra}
         self.categories: tuple[str, ...] = tuple(c for c in CATEGORIES if c in wanted)
 
@@ -497,12 +638,23 @@ class TextClassifier:
         """Scores of one text with the rule hits behind them."""
         return self.explain_batch([text])[0]
 
-    def explain_batch(self, texts: Sequence[str]) -> list[TextResult]:
-        """Scores and rule hits of each text."""
+    def explain_batch(
+        self, texts: Sequence[str], group_named_before: Sequence[bool] | None = None
+    ) -> list[TextResult]:
+        """Scores and rule hits of each text; ``group_named_before`` (one flag per text): the text follows
+        a mention of a group, so a pronoun in it refers to that group (see ``TARGET_MEMORY_S``)."""
         normalized = [normalize(t) for t in texts]
         segs = [segments(n) for n in normalized]
         flat = [s for group in segs for s in group]
         head_probs = self.heads.predict(self.encoder.encode(flat)) if flat else np.zeros((0, 0))
+        if flat and "hate" in self.heads.categories:
+            before = [False] * len(texts) if group_named_before is None else list(group_named_before)
+            flags = [b for b, group in zip(before, segs, strict=True) for _ in group]
+            column = self.heads.categories.index("hate")
+            head_probs[:, column] *= [
+                hate_context_weight(s, self.rules, self.targets, group_named_before=b)
+                for s, b in zip(flat, flags, strict=True)
+            ]
         profanity = np.asarray(self._profanity(list(texts)), dtype=np.float64) if texts else np.zeros(0)
         results: list[TextResult] = []
         row = 0
@@ -536,8 +688,38 @@ class TextClassifier:
         return out
 
     def analyze(self, transcript: Transcript) -> list[Signal]:
-        """One signal per category scoring at least ``report_floor``."""
-        result = self.explain(transcript.text)
+        """One signal per category scoring at least ``report_floor`` (a pronoun right after the stream
+        named a group refers to it: ``TARGET_MEMORY_S``)."""
+        return self.analyze_batch([transcript])[0]
+
+    def analyze_batch(self, transcripts: Sequence[Transcript]) -> list[list[Signal]]:
+        """:meth:`analyze` of several transcripts (of any streams, each stream's in media order), embedded
+        in one model pass: the same signals as calling :meth:`analyze` on each in turn."""
+        before = self._remember_groups(transcripts)
+        results = self.explain_batch([t.text for t in transcripts], before)
+        return [self._signals(t, r) for t, r in zip(transcripts, results, strict=True)]
+
+    def forget(self, stream_id: str) -> None:
+        """Drop what is remembered of a stream (its last group mention)."""
+        with self._memory_lock:
+            self._named_at.pop(stream_id, None)
+
+    def _remember_groups(self, transcripts: Sequence[Transcript]) -> list[bool]:
+        """Per transcript, in order: whether its stream named a group within ``TARGET_MEMORY_S`` before
+        it; and remember the transcripts that name one."""
+        out: list[bool] = []
+        with self._memory_lock:
+            for t in transcripts:
+                last = self._named_at.get(t.stream_id)
+                out.append(last is not None and t.media_ts - last <= TARGET_MEMORY_S)
+                if self.targets.search(normalize(t.text)):
+                    self._named_at[t.stream_id] = max(t.end_ts, last if last is not None else t.end_ts)
+                    self._named_at.move_to_end(t.stream_id)
+                    while len(self._named_at) > TARGET_MEMORY_STREAMS:
+                        self._named_at.popitem(last=False)
+        return out
+
+    def _signals(self, transcript: Transcript, result: TextResult) -> list[Signal]:
         excerpt = transcript.text.strip()[:EXCERPT_CHARS]
         return [
             Signal(
