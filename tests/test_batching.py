@@ -108,3 +108,23 @@ def test_bad_limits_are_refused() -> None:
         MicroBatcher(Recorder(), max_batch=0)
     with pytest.raises(ValueError, match="max_pending"):
         MicroBatcher(Recorder(), max_batch=8, max_pending=4)
+
+
+@pytest.mark.models
+async def test_text_from_several_streams_is_batched_and_scored_as_alone() -> None:
+    from livesafe.analyzers.text import TextClassifier
+    from livesafe.batching import BatchedTextAnalyzer, analyze_text
+    from livesafe.events import Transcript
+
+    lines = ["I know where you live", "great game everyone", "all immigrants are criminals and rapists",
+             "thanks for watching the stream", "I'm going to find you and hurt you"]
+    transcripts = [Transcript(f"s{i}", float(t), float(t) + 1.5, text)
+                   for t in range(3) for i, text in enumerate(lines)]
+    alone = TextClassifier()
+    expected = [alone.analyze(t) for t in transcripts]
+    batched = BatchedTextAnalyzer(TextClassifier())
+    async with batched:
+        got = await asyncio.gather(*(analyze_text(batched, t) for t in transcripts))
+    assert got == expected
+    assert batched.batcher.stats.items == len(transcripts)
+    assert batched.batcher.stats.largest > 1  # calls queued while a batch ran shared the next one
