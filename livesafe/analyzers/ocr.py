@@ -291,19 +291,10 @@ class OcrAnalyzer:
             "frame": sample.index,
             "size": [sample.width, sample.height],
         }
-        return [
-            Signal(
-                stream_id=sample.stream_id,
-                media_ts=sample.media_ts,
-                category=category,
-                score=score,
-                analyzer=self.name,
-                end_ts=sample.media_ts,
-                evidence={**common, "terms": result.terms(category)},
-            )
-            for category, score in result.scores.items()
-            if score >= self.options.report_floor
-        ]
+        return result.signals(
+            stream_id=sample.stream_id, media_ts=sample.media_ts, end_ts=sample.media_ts,
+            analyzer=self.name, report_floor=self.options.report_floor, evidence=common,
+        )
 
 
 def _load_engine(options: OcrOptions) -> Any:

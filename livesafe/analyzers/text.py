@@ -589,6 +589,25 @@ class TextResult:
         """The matched terms of ``category``, in text order, without repeats."""
         return list(dict.fromkeys(h.term for h in self.hits if h.category == category))
 
+    def signals(
+        self, *, stream_id: str, media_ts: float, end_ts: float, analyzer: str, report_floor: float,
+        evidence: Mapping[str, Any],
+    ) -> list[Signal]:
+        """One signal per category scoring at least ``report_floor``: ``evidence`` plus its terms."""
+        return [
+            Signal(
+                stream_id=stream_id,
+                media_ts=media_ts,
+                category=category,
+                score=score,
+                analyzer=analyzer,
+                end_ts=end_ts,
+                evidence={**evidence, "terms": self.terms(category)},
+            )
+            for category, score in self.scores.items()
+            if score >= report_floor
+        ]
+
 
 class TextClassifier:
     """A :class:`~livesafe.analyzers.base.TextAnalyzer` for transcripts (see the module docs).
@@ -720,17 +739,8 @@ class TextClassifier:
         return out
 
     def _signals(self, transcript: Transcript, result: TextResult) -> list[Signal]:
-        excerpt = transcript.text.strip()[:EXCERPT_CHARS]
-        return [
-            Signal(
-                stream_id=transcript.stream_id,
-                media_ts=transcript.media_ts,
-                category=category,
-                score=score,
-                analyzer=self.name,
-                end_ts=transcript.end_ts,
-                evidence={"text": excerpt, "terms": result.terms(category)},
-            )
-            for category, score in result.scores.items()
-            if score >= self.options.report_floor
-        ]
+        return result.signals(
+            stream_id=transcript.stream_id, media_ts=transcript.media_ts, end_ts=transcript.end_ts,
+            analyzer=self.name, report_floor=self.options.report_floor,
+            evidence={"text": transcript.text.strip()[:EXCERPT_CHARS]},
+        )
