@@ -20,6 +20,10 @@ Data sets (:data:`DATASETS`):
 * ``ethos_binary``: the held-out 30 % of ETHOS binary (``train_test_split(test_size=0.3, random_state=0,
   stratify=label)``); the training script trains on part of the other 70 % and calibrates on the rest,
   never on these rows; ``isHate >= 0.5`` is ``hate``;
+* ``ethos_violence``: the 433 hateful comments of ETHOS multi-label; ``violence >= 0.5`` (inciting
+  violence, 142 comments) is ``threat``, the rest (hateful without a call to violence) are negatives. The
+  threat head never trains on ETHOS; every item is hateful, so this measures whether ``threat`` separates
+  calls to violence from other hate, not its false-alarm rate on ordinary talk;
 * ``cssrs``: the held-out 20 % of C-SSRS Reddit users (the script's user split); a user is positive for
   ``self_harm`` when labelled Ideation, Behavior or Attempt (Supportive and Indicator are negatives, as in
   the script's evaluation), and scores the maximum of their posts' scores;
@@ -259,6 +263,11 @@ def load_ethos_binary(data_dir: Path) -> TextSet:
     return _single(texts, {"hate": labels})
 
 
+def load_ethos_violence(data_dir: Path) -> TextSet:
+    rows = _read_csv(data_dir / "text/ethos/Ethos_Dataset_Multi_Label.csv", delimiter=";")
+    return _single([r["comment"] for r in rows], {"threat": [int(float(r["violence"]) >= 0.5) for r in rows]})
+
+
 def load_cssrs(data_dir: Path) -> TextSet:
     users, labels = cssrs_split(data_dir)
     return TextSet(users, {"self_harm": [int(label in SELF_HARM_LABELS) for label in labels]})
@@ -335,6 +344,7 @@ DATASETS: dict[str, Dataset] = {
     for d in (
         Dataset("davidson", "text", load_davidson),
         Dataset("ethos_binary", "text", load_ethos_binary),
+        Dataset("ethos_violence", "text", load_ethos_violence),
         Dataset("cssrs", "text", load_cssrs),
         Dataset("jigsaw_sample", "text", load_jigsaw_sample),
         Dataset("functional", "text", load_functional),
