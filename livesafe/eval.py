@@ -20,10 +20,13 @@ Data sets (:data:`DATASETS`):
 * ``ethos_binary``: the held-out 30 % of ETHOS binary (``train_test_split(test_size=0.3, random_state=0,
   stratify=label)``); the training script trains on part of the other 70 % and calibrates on the rest,
   never on these rows; ``isHate >= 0.5`` is ``hate``;
-* ``ethos_violence``: the 433 hateful comments of ETHOS multi-label; ``violence >= 0.5`` (inciting
-  violence, 142 comments) is ``threat``, the rest (hateful without a call to violence) are negatives. The
-  threat head never trains on ETHOS; every item is hateful, so this measures whether ``threat`` separates
-  calls to violence from other hate, not its false-alarm rate on ordinary talk;
+* ``ethos_violence``: the held-out half of the 433 hateful comments of ETHOS multi-label (a fixed split,
+  ``train_test_split(test_size=0.5, random_state=0, stratify=label)``, see :func:`ethos_violence_split`);
+  ``violence >= 0.5`` (inciting violence, 142 comments in all) is ``threat``, the rest (hateful without a
+  call to violence) are negatives. The other half (:func:`ethos_violence_dev`) is the development half:
+  the threat rules in ``text_patterns.yaml`` may be designed by reading it, never by reading the held-out
+  half. The threat head never trains on ETHOS; every item is hateful, so this measures whether ``threat``
+  separates calls to violence from other hate, not its false-alarm rate on ordinary talk;
 * ``cssrs``: the held-out 20 % of C-SSRS Reddit users (the script's user split); a user is positive for
   ``self_harm`` when labelled Ideation, Behavior or Attempt (Supportive and Indicator are negatives, as in
   the script's evaluation), and scores the maximum of their posts' scores;
@@ -82,6 +85,8 @@ __all__ = [
     "SpeechClip",
     "TextSet",
     "default_data_dir",
+    "ethos_violence_dev",
+    "ethos_violence_split",
     "eval_clips",
     "eval_speech",
     "eval_text",
@@ -99,6 +104,8 @@ SPLIT_SEED = 0
 TEST_SIZE = 0.2
 #: Held-out share of ETHOS binary (the rest trains and calibrates the hate head).
 ETHOS_TEST_SIZE = 0.3
+#: Held-out share of ETHOS multi-label (``ethos_violence``); the other half is for designing rules.
+ETHOS_VIOLENCE_TEST_SIZE = 0.5
 #: C-SSRS user labels that count as at risk (the script's ``SELF_HARM_LABELS``).
 SELF_HARM_LABELS = frozenset({"Ideation", "Behavior", "Attempt"})
 #: Floor used for a category the policy does not list.
@@ -253,6 +260,36 @@ def ethos_split(data_dir: Path) -> tuple[list[str], list[int]]:
     return list(e_test), [int(y) for y in y_test]
 
 
+def read_ethos_violence(data_dir: Path) -> tuple[list[str], list[int]]:
+    """Every ETHOS multi-label (hateful) comment and its label (1: ``violence >= 0.5``)."""
+    rows = _read_csv(data_dir / "text/ethos/Ethos_Dataset_Multi_Label.csv", delimiter=";")
+    return [r["comment"] for r in rows], [int(float(r["violence"]) >= 0.5) for r in rows]
+
+
+def _ethos_violence_halves(
+    data_dir: Path,
+) -> tuple[tuple[list[str], list[int]], tuple[list[str], list[int]]]:
+    from sklearn.model_selection import train_test_split
+
+    texts, labels = read_ethos_violence(data_dir)
+    t_dev, t_test, y_dev, y_test = train_test_split(
+        texts, labels, test_size=ETHOS_VIOLENCE_TEST_SIZE, random_state=SPLIT_SEED, stratify=labels
+    )
+    return (list(t_dev), [int(y) for y in y_dev]), (list(t_test), [int(y) for y in y_test])
+
+
+def ethos_violence_split(data_dir: Path) -> tuple[list[str], list[int]]:
+    """The held-out half of ETHOS multi-label (50 % stratified on ``violence >= 0.5``, seed 0): what
+    ``ethos_violence`` measures. Rules are never designed by reading it."""
+    return _ethos_violence_halves(data_dir)[1]
+
+
+def ethos_violence_dev(data_dir: Path) -> tuple[list[str], list[int]]:
+    """The development half of ETHOS multi-label (the complement of :func:`ethos_violence_split`): the
+    comments that threat rules may be designed from."""
+    return _ethos_violence_halves(data_dir)[0]
+
+
 def load_davidson(data_dir: Path) -> TextSet:
     texts, classes = davidson_split(data_dir)
     return _single(texts, {"hate": [int(c == 0) for c in classes]})
@@ -264,8 +301,8 @@ def load_ethos_binary(data_dir: Path) -> TextSet:
 
 
 def load_ethos_violence(data_dir: Path) -> TextSet:
-    rows = _read_csv(data_dir / "text/ethos/Ethos_Dataset_Multi_Label.csv", delimiter=";")
-    return _single([r["comment"] for r in rows], {"threat": [int(float(r["violence"]) >= 0.5) for r in rows]})
+    texts, labels = ethos_violence_split(data_dir)
+    return _single(texts, {"threat": labels})
 
 
 def load_cssrs(data_dir: Path) -> TextSet:

@@ -13,11 +13,14 @@ import pytest
 from livesafe.eval import (
     DATASETS,
     DataNotFoundError,
+    TextSet,
     binary_metrics,
     calibration_metrics,
     cssrs_split,
     davidson_split,
     ethos_split,
+    ethos_violence_dev,
+    ethos_violence_split,
     eval_speech,
     eval_text,
     expected_calibration_error,
@@ -27,6 +30,7 @@ from livesafe.eval import (
     main,
     normalize_words,
     read_davidson,
+    read_ethos_violence,
     run_eval,
     wer,
 )
@@ -205,3 +209,16 @@ def test_speech_wer_on_two_clips(shared_data: Path) -> None:
     assert result["clips"][0]["wer"] == 0.0, result["clips"][0]["hypothesis"]
     assert "horizon" in result["clips"][1]["hypothesis"].lower()  # channel 1, not the mix or channel 0
     assert isinstance(result["wer"], float) and 0.0 <= result["wer"] <= 1.0
+
+
+def test_ethos_violence_is_the_held_out_half(shared_data: Path) -> None:
+    texts, _ = read_ethos_violence(shared_data)
+    held_texts, held_labels = ethos_violence_split(shared_data)
+    dev_texts, dev_labels = ethos_violence_dev(shared_data)
+    assert ethos_violence_split(shared_data) == (held_texts, held_labels)  # fixed: seed 0
+    assert sorted(held_texts + dev_texts) == sorted(texts)  # a partition of every comment
+    assert abs(len(held_texts) - len(dev_texts)) <= 1
+    assert abs(sum(held_labels) - sum(dev_labels)) <= 1  # stratified on violence
+    loaded = DATASETS["ethos_violence"].loader(shared_data)
+    assert isinstance(loaded, TextSet)
+    assert [t for [t] in loaded.items] == held_texts and loaded.labels == {"threat": held_labels}

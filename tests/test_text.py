@@ -469,3 +469,60 @@ def test_policy_terms(clf: TextClassifier) -> None:
     assert weapons and weapons[0].evidence["terms"] == ["glock"]
     # A negated policy term does not count.
     assert custom.scores("there are no free gems here")["scam"] < 0.8
+
+
+# --- calls to violence against groups (threat rules designed on the ETHOS development half only) -----
+
+#: Incitement written for these tests (not from ETHOS): each must reach the threat floor.
+INCITEMENT = (
+    "those refugees should all be shot",
+    "kill them all, every last one of those migrants",
+    "someone should put a bullet in every one of those people",
+    "muslims deserve to die",
+    "gay people must be wiped off the face of the earth",
+    "exterminate the jews",
+    "let's go lynch them tonight",
+)
+#: Game talk and counter-speech with the same verbs: each must stay below the threat floor.
+VIOLENT_WORDS_NOT_THREATS = (
+    "kill them all, the zombies are spawning",
+    "let's kill them before they respawn",
+    "someone should kill that sniper on the roof",
+    "the other team deserves to die in overtime lol",
+    "we beat the mexicans 3-1 in the final match",
+    "kill them with kindness",
+    "murder hornets should be exterminated",
+    "people should never be shot for protesting",
+    "saying immigrants should be shot is disgusting",
+    "he said they should all be killed, and I reported him",
+)
+
+
+@pytest.fixture(scope="module")
+def threat_floor() -> float:
+    cat = load_policy().category("threat")
+    assert cat is not None
+    return cat.floor
+
+
+@pytest.mark.models
+@pytest.mark.parametrize("text", INCITEMENT)
+def test_calls_to_violence_reach_the_threat_floor(
+    clf: TextClassifier, threat_floor: float, text: str
+) -> None:
+    assert clf.scores(text)["threat"] >= threat_floor
+
+
+@pytest.mark.models
+@pytest.mark.parametrize("text", VIOLENT_WORDS_NOT_THREATS)
+def test_game_talk_and_counter_speech_stay_below_the_threat_floor(
+    clf: TextClassifier, threat_floor: float, text: str
+) -> None:
+    assert clf.scores(text)["threat"] < threat_floor
+
+
+def test_condemned_threat_is_dropped() -> None:
+    rules = load_rules()
+    assert "threat" in {h.category for h in match_rules(normalize("immigrants should be shot"), rules)}
+    condemned = normalize("saying immigrants should be shot is disgusting")
+    assert "threat" not in {h.category for h in match_rules(condemned, rules)}

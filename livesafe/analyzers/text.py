@@ -40,8 +40,8 @@ exclusion, violence against a group) carry explicit and implicit hate where the 
 Two context checks keep idioms and counter-speech down. Rules marked ``idiom: true`` (violent verbs that
 gamers and sports fans use every day: "I'm going to kill him", "you will die") count at
 ``GAME_CONTEXT_WEIGHT`` of their score when the text talks about a game ("...he took my loot", "this
-boss"). A ``hate`` or ``harassment`` hit that the sentence itself condemns ("saying that immigrants are
-criminals is a racist lie") is dropped.
+boss"). A ``hate``, ``harassment`` or ``threat`` hit that the sentence itself condemns ("saying that
+immigrants are criminals is a racist lie") is dropped.
 
 The model score and the rule score of a category combine with a noisy-or: ``1 - (1 - m) (1 - r)``.
 Where the heads file carries a **calibrator** for a category (isotonic regression fitted by the training
@@ -223,6 +223,9 @@ _COUNTER = re.compile(
 #: A reference to people by pronoun: names a group only right after a group was named (TARGET_MEMORY_S).
 _PRONOUN = re.compile(r"\b(?:they|them|their|theirs|these people|those people|such people|these guys)\b")
 _MACRO = re.compile(r"\{([A-Z_]+)\}")
+#: Categories whose hits are dropped when their sentence frames and condemns them ("saying that immigrants
+#: should be shot is disgusting").
+CONDEMNABLE = frozenset({"hate", "harassment", "threat"})
 #: How many words before a hit are searched for a negation cue.
 NEGATION_WINDOW_WORDS = 3
 
@@ -344,8 +347,8 @@ def _counter_speech(normalized: str, start: int) -> bool:
 def match_rules(normalized: str, rules: Sequence[Rule]) -> list[RuleHit]:
     """Hits of ``rules`` in a normalised text, negated hits dropped and quoted ones halved.
 
-    ``idiom`` rules count at ``GAME_CONTEXT_WEIGHT`` when the text mentions a game or a sport; hate and
-    harassment hits that their sentence condemns are dropped, and hate hits in counter-speech.
+    ``idiom`` rules count at ``GAME_CONTEXT_WEIGHT`` when the text mentions a game or a sport; hate,
+    harassment and threat hits that their sentence condemns are dropped, and hate hits in counter-speech.
     Overlapping hits of one category are one piece of evidence: only the strongest of them is kept.
     """
     found: list[RuleHit] = []
@@ -354,7 +357,7 @@ def match_rules(normalized: str, rules: Sequence[Rule]) -> list[RuleHit]:
         for m in rule.regex.finditer(normalized):
             if rule.negatable and _negated(normalized, m.start(), m.group(0)):
                 continue
-            if rule.category in ("hate", "harassment") and _condemned(normalized, m.start(), m.end()):
+            if rule.category in CONDEMNABLE and _condemned(normalized, m.start(), m.end()):
                 continue
             if rule.category == "hate" and _counter_speech(normalized, m.start()):
                 continue
