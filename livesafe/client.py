@@ -55,6 +55,7 @@ from livesafe.events import (
     from_dict,
 )
 from livesafe.interventions.protocol import PROTOCOL
+from livesafe.tasks import cancel_and_wait
 
 logger = logging.getLogger(__name__)
 
@@ -184,9 +185,7 @@ class BackendClient:
         ws = self._ws
         if ws is not None:
             await ws.close()
-        if self._runner is not None:
-            self._runner.cancel()
-            await asyncio.wait([self._runner])
+        await cancel_and_wait(self._runner)
         self._finish(None)
 
     async def __aenter__(self) -> BackendClient:

@@ -38,6 +38,7 @@ from livesafe.interventions.outbox import EventLog, Outbox, reraise_swallowed_ca
 from livesafe.interventions.webhooks import WebhookDispatcher, WebhookEndpoint
 from livesafe.pipeline import Analyzers, StreamSummary, StreamWorker
 from livesafe.policy import Policy
+from livesafe.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -171,17 +172,13 @@ class Service:
         await self.aclose()
 
     async def aclose(self) -> None:
-        if self._reloader is not None:
-            self._reloader.cancel()
-            await asyncio.wait([self._reloader])
+        await cancel_and_wait(self._reloader)
         for stream_id in list(self._running):
             await self.stop_stream(stream_id)
         await self.whip.aclose()
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=STOP_TIMEOUT_S)
-        if self._lifter is not None:
-            self._lifter.cancel()
-            await asyncio.wait([self._lifter])
+        await cancel_and_wait(self._lifter)
         for dispatcher in self.webhooks:
             await dispatcher.aclose()
         await self.gateway.aclose()

@@ -67,7 +67,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 from websockets.protocol import State
 
-from livesafe.events import Ack, Intervention, InterventionLifted, to_dict
+from livesafe.events import Ack, Intervention, InterventionLifted
 from livesafe.interventions.outbox import (
     DEFAULT_PREFIX,
     Delivery,
@@ -554,8 +554,7 @@ class Gateway:
     async def _send(self, conn: _Connection, delivery: Delivery) -> None:
         self._hold(conn, delivery.entry_id, delivery.key)
         conn.deferred.pop(delivery.entry_id, None)
-        message = {**to_dict(delivery.message), "delivery": {"attempt": delivery.attempt}}
-        await conn.ws.send(json.dumps(message))
+        await conn.ws.send(json.dumps(delivery.wire()))
 
     async def _deliver(self, conn: _Connection) -> None:
         """Send this consumer's outbox deliveries until the connection closes; survive Redis outages.

@@ -401,6 +401,12 @@ class Delivery:
         """What the backend acknowledges: the ``intervention_id`` or the ``lift_id``."""
         return delivery_key(self.message)
 
+    def wire(self, attempt: int | None = None) -> dict[str, Any]:
+        """The message as sent to a backend (websocket or webhook), with ``delivery.attempt``: this
+        delivery's, or ``attempt`` where the sender counts its own retries."""
+        sent = self.attempt if attempt is None else attempt
+        return {**to_dict(self.message), "delivery": {"attempt": sent}}
+
     @property
     def intervention(self) -> Intervention:
         """The message when it is an intervention; TypeError for a lift (use :attr:`message`, :attr:`key`)."""

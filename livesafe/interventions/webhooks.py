@@ -41,7 +41,6 @@ import aiohttp
 import redis
 from standardwebhooks import Webhook, WebhookVerificationError
 
-from livesafe.events import to_dict
 from livesafe.interventions.outbox import Delivery, Outbox, reraise_swallowed_cancel
 from livesafe.tasks import cancel_and_wait
 
@@ -257,8 +256,7 @@ class WebhookDispatcher:
 
     async def _post(self, delivery: Delivery, attempt: int) -> tuple[str, int | None]:
         assert self._session is not None
-        event = delivery.message
-        body = json.dumps({**to_dict(event), "delivery": {"attempt": attempt}})
+        body = json.dumps(delivery.wire(attempt))
         headers = sign(self.endpoint.secrets, delivery.key, body)
         try:
             async with self._session.post(self.endpoint.url, data=body, headers=headers) as response:
