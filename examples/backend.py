@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import TextIO
 
 from livesafe.client import AuthenticationError, BackendClient, Received
-from livesafe.events import Intervention, InterventionLifted
+from livesafe.core.events import Intervention, InterventionLifted
 
 #: What the backend does for each effect, and how it undoes it.
 EFFECTS: dict[str, tuple[str, str]] = {

@@ -18,7 +18,7 @@ An overturn lifts an intervention in force (``reason: overturned``): the verdict
 the lift goes to the backend through the outbox like any intervention. ``stream_id`` may be left out.
 
 Every call but ``/v1/health`` needs ``Authorization: Bearer TOKEN``: the backend tokens, the same
-:class:`~livesafe.interventions.tokens.TokenSet` as the gateway's, so a reloaded tokens file applies
+:class:`~livesafe.auth.TokenSet` as the gateway's, so a reloaded tokens file applies
 here at once. Errors are JSON
 ``{"type": "error", "reason": ...}`` with a 4xx status naming what was wrong. Other routes (WHIP) can be
 added to the same application.
@@ -34,9 +34,9 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
-from livesafe.events import InterventionLifted, to_dict
+from livesafe.auth import TokenSet
+from livesafe.core.events import InterventionLifted, to_dict
 from livesafe.interventions.outbox import EventLog
-from livesafe.interventions.tokens import TokenSet
 
 log = logging.getLogger(__name__)
 

@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from livesafe import __version__
-from livesafe.events import Event, Intervention, Signal, StreamState, Transcript, to_dict
-from livesafe.policy import Policy, PolicyError, load_policy
+from livesafe.core.events import Event, Intervention, Signal, StreamState, Transcript, to_dict
+from livesafe.core.policy import Policy, PolicyError, load_policy
 
 if TYPE_CHECKING:
-    from livesafe.interventions.tokens import TokenSet
+    from livesafe.auth import TokenSet
     from livesafe.interventions.webhooks import WebhookEndpoint
     from livesafe.service import Service
 
@@ -241,7 +241,7 @@ class _Printer:
 
 
 async def _watch(args: argparse.Namespace, policy: Policy) -> int:
-    from livesafe.core import Monitor
+    from livesafe.core.monitor import Monitor
     from livesafe.ingest.ffmpeg import is_live_url, open_source
     from livesafe.ingest.source import Pacing, SourceError, ingest_options
     from livesafe.pipeline import Analyzers, StreamWorker
@@ -322,7 +322,7 @@ async def _audit(args: argparse.Namespace) -> int:
 
 def _tokens(args: argparse.Namespace, demo: bool) -> TokenSet:
     """--token / LIVESAFE_TOKENS, plus --tokens-file / LIVESAFE_TOKENS_FILE (re-read when it changes)."""
-    from livesafe.interventions.tokens import TokenError, TokenSet
+    from livesafe.auth import TokenError, TokenSet
 
     pairs = list(args.token)
     env = os.environ.get("LIVESAFE_TOKENS", "")

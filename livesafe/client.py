@@ -46,7 +46,7 @@ from typing import Any
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
-from livesafe.events import (
+from livesafe.core.events import (
     Deliverable,
     EventFormatError,
     Intervention,

@@ -71,7 +71,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-from livesafe.policy import Policy, PolicyError, load_policy
+from livesafe.core.policy import Policy, PolicyError, load_policy
 
 if TYPE_CHECKING:
     from livesafe.analyzers.base import SpeechRecognizer
@@ -545,7 +545,7 @@ def tag_accuracy(tags: Sequence[str], correct: dict[str, list[bool]]) -> dict[st
 
 
 def eval_speech(clips: Sequence[SpeechClip], data_dir: Path, recognizer: SpeechRecognizer) -> dict[str, Any]:
-    from livesafe.events import AudioChunk
+    from livesafe.core.events import AudioChunk
 
     out, errors, words = [], 0, 0
     for k, clip in enumerate(clips):
@@ -583,7 +583,7 @@ def eval_speech(clips: Sequence[SpeechClip], data_dir: Path, recognizer: SpeechR
 def eval_clips(data: ClipSet, policy: Policy) -> dict[str, Any]:
     """Each clip as a fresh stream of the motion analyzer (8 fps samples), scoring its highest signal."""
     from livesafe.analyzers.motion import MotionViolenceAnalyzer, sample_clip
-    from livesafe.events import VideoSample
+    from livesafe.core.events import VideoSample
 
     analyzer = MotionViolenceAnalyzer()
     scores: list[float] = []
@@ -641,7 +641,7 @@ def run_eval(
         else:
             if recognizer is None:
                 from livesafe.analyzers.speech import SpeechOptions, load_recognizer
-                from livesafe.analyzers.whisper_models import AUTO, is_english_only
+                from livesafe.core.languages import AUTO, is_english_only
 
                 language = speech_language or ("en" if is_english_only(speech_model) else AUTO)
                 recognizer = load_recognizer(SpeechOptions(model=speech_model, language=language))
@@ -726,7 +726,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.limit is not None and args.limit < 1:
         ap.error("--limit must be at least 1")
     if args.speech_language is not None:
-        from livesafe.analyzers.whisper_models import check_language
+        from livesafe.core.languages import check_language
 
         problem = check_language(args.speech_model, args.speech_language)
         if problem:

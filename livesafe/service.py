@@ -22,10 +22,11 @@ import redis
 import redis.asyncio
 from aiohttp import web
 
-from livesafe.batching import BatchedTextAnalyzer
+from livesafe.analyzers.batching import BatchedTextAnalyzer
+from livesafe.analyzers.capacity import LoadEstimate, estimate
 from livesafe.board.server import Board
-from livesafe.capacity import LoadEstimate, estimate
-from livesafe.events import Event, Intervention, InterventionLifted, ReviewVerdict, StreamState, to_dict
+from livesafe.core.events import Event, Intervention, InterventionLifted, ReviewVerdict, StreamState, to_dict
+from livesafe.core.policy import Policy
 from livesafe.ingest.av_source import AVSource
 from livesafe.ingest.ffmpeg import is_live_url, open_source
 from livesafe.ingest.source import MediaSource, Pacing, SourceError, ingest_options
@@ -37,7 +38,6 @@ from livesafe.interventions.lifts import LiftRelay, RelayMonitor
 from livesafe.interventions.outbox import EventLog, Outbox, reraise_swallowed_cancel
 from livesafe.interventions.webhooks import WebhookDispatcher, WebhookEndpoint
 from livesafe.pipeline import Analyzers, StreamSummary, StreamWorker
-from livesafe.policy import Policy
 from livesafe.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
@@ -128,14 +128,14 @@ class Service:
         self._tasks: set[asyncio.Task[None]] = set()
         self._reloader: asyncio.Task[None] | None = None
         self.webhooks = [WebhookDispatcher(self.outbox, endpoint) for endpoint in options.webhooks]
-        #: The planned CPU load of one stream, from the analyzers' declared costs (see livesafe.capacity).
+        #: The planned CPU load of one stream, from the analyzers' declared costs (analyzers.capacity).
         self.capacity: LoadEstimate = estimate(policy.sampling, analyzers)
         self._plain_analyzers = analyzers
         #: How many times a worker found Redis unreachable (each outage counted once per event held).
         self.redis_outages = 0
 
     async def __aenter__(self) -> Service:
-        # Text analysis is batched across streams where the analyzer supports it (livesafe.batching).
+        # Text analysis is batched across streams where the analyzer supports it (analyzers.batching).
         batched = [BatchedTextAnalyzer(a) if hasattr(a, "analyze_batch") else a for a in self.analyzers.text]
         self.analyzers = dataclasses.replace(self.analyzers, text=batched)
         for analyzer in batched:

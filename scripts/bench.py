@@ -21,12 +21,12 @@ import sys
 import time
 from pathlib import Path
 
-from livesafe.core import Monitor
-from livesafe.events import Event, Signal
+from livesafe.core.events import Event, Signal
+from livesafe.core.monitor import Monitor
+from livesafe.core.policy import load_policy
 from livesafe.ingest.av_source import AVSource
 from livesafe.ingest.source import IngestOptions
 from livesafe.pipeline import Analyzers, StreamWorker
-from livesafe.policy import load_policy
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "livesafe" / "demo" / "threat.mp4"
@@ -123,7 +123,7 @@ async def _delivery(
     import uuid
 
     from livesafe.client import BackendClient
-    from livesafe.events import Intervention, make_id
+    from livesafe.core.events import Intervention, make_id
     from livesafe.interventions.gateway import Gateway
     from livesafe.interventions.outbox import Outbox
     from livesafe.store import open_redis

@@ -5,11 +5,11 @@ from __future__ import annotations
 import itertools
 from pathlib import Path
 
-from livesafe.events import VideoSample
+from livesafe.core.events import VideoSample
+from livesafe.core.policy import load_policy
+from livesafe.core.sampling import AdaptiveRate
 from livesafe.ingest.av_source import AVSource
 from livesafe.ingest.source import IngestOptions
-from livesafe.pipeline import AdaptiveRate
-from livesafe.policy import load_policy
 from tests.media import make_clip
 
 SAMPLING = load_policy().sampling

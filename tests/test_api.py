@@ -12,11 +12,11 @@ import pytest
 import redis.asyncio
 
 from livesafe.api import HttpServer, make_app
+from livesafe.auth import TokenSet
 from livesafe.client import BackendClient
-from livesafe.events import Ack, Intervention, InterventionLifted, ReviewVerdict, Signal, to_dict
-from livesafe.interventions.tokens import TokenSet
+from livesafe.core.events import Ack, Intervention, InterventionLifted, ReviewVerdict, Signal, to_dict
+from livesafe.core.policy import load_policy
 from livesafe.pipeline import Analyzers
-from livesafe.policy import load_policy
 from livesafe.service import Service, ServiceOptions
 from tests.media import make_clip
 

@@ -11,7 +11,7 @@ import redis.asyncio
 
 from livesafe.cli import main
 from livesafe.client import BackendClient
-from livesafe.events import Ack, Intervention, ReviewVerdict, RiskUpdate, Signal, StreamState, make_id
+from livesafe.core.events import Ack, Intervention, ReviewVerdict, RiskUpdate, Signal, StreamState, make_id
 from livesafe.interventions.gateway import Gateway
 from livesafe.interventions.outbox import EventLog
 from livesafe.store import open_redis

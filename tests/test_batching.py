@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from livesafe.batching import MicroBatcher
+from livesafe.analyzers.batching import MicroBatcher
 
 
 class Recorder:
@@ -112,9 +112,9 @@ def test_bad_limits_are_refused() -> None:
 
 @pytest.mark.models
 async def test_text_from_several_streams_is_batched_and_scored_as_alone() -> None:
+    from livesafe.analyzers.batching import BatchedTextAnalyzer, analyze_text
     from livesafe.analyzers.text import TextClassifier
-    from livesafe.batching import BatchedTextAnalyzer, analyze_text
-    from livesafe.events import Transcript
+    from livesafe.core.events import Transcript
 
     lines = ["I know where you live", "great game everyone", "all immigrants are criminals and rapists",
              "thanks for watching the stream", "I'm going to find you and hurt you"]

@@ -9,7 +9,7 @@ import urllib.request
 from websockets.asyncio.client import connect
 
 from livesafe.board.server import VIEWER_QUEUE, Board
-from livesafe.events import Intervention, InterventionLifted, RiskUpdate, Signal, Transcript, to_dict
+from livesafe.core.events import Intervention, InterventionLifted, RiskUpdate, Signal, Transcript, to_dict
 
 
 def iv(stream: str, ts: float) -> Intervention:

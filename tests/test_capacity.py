@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from livesafe.analyzers.capacity import estimate
 from livesafe.analyzers.vision import NudityAnalyzer
-from livesafe.capacity import estimate
+from livesafe.core.policy import SamplingPolicy
 from livesafe.pipeline import Analyzers
-from livesafe.policy import SamplingPolicy
 
 
 @pytest.mark.models
@@ -35,7 +35,7 @@ def test_estimate_refuses_nonsense_assumptions() -> None:
 
 
 def test_decode_allowance_follows_the_sampling_mode() -> None:
-    from livesafe.capacity import FULL_DECODE_S, KEYFRAME_DECODE_S
+    from livesafe.analyzers.capacity import FULL_DECODE_S, KEYFRAME_DECODE_S
 
     assert estimate(SamplingPolicy(keyframes_only=True), Analyzers()).parts["decode"] == KEYFRAME_DECODE_S
     assert estimate(SamplingPolicy(keyframes_only=False), Analyzers()).parts["decode"] == FULL_DECODE_S
@@ -48,6 +48,6 @@ def test_an_analyzer_with_its_own_feed_is_planned_at_its_rate() -> None:
     motion = MotionViolenceAnalyzer()
     load = estimate(SamplingPolicy(video_fps=1.0, keyframes_only=True), Analyzers(vision=[motion]))
     assert load.parts[motion.name] == pytest.approx(motion.cost.per_call_s * 8 + motion.cost.per_media_s)
-    from livesafe.capacity import FULL_DECODE_S
+    from livesafe.analyzers.capacity import FULL_DECODE_S
 
     assert load.parts["decode"] == FULL_DECODE_S  # motion needs every frame decoded

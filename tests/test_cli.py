@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from livesafe.policy import load_policy
+from livesafe.core.policy import load_policy
 
 ROOT = Path(__file__).resolve().parent.parent
 

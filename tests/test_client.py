@@ -14,10 +14,10 @@ import pytest
 import redis.asyncio
 
 from livesafe.client import BackendClient, Received
-from livesafe.core import Monitor
-from livesafe.events import Ack, Intervention, InterventionLifted, ReviewVerdict, Signal, make_id
+from livesafe.core.events import Ack, Intervention, InterventionLifted, ReviewVerdict, Signal, make_id
+from livesafe.core.monitor import Monitor
+from livesafe.core.policy import load_policy
 from livesafe.interventions.gateway import Gateway
-from livesafe.policy import load_policy
 from tests.waiting import until
 
 TOKEN = "t0ken-acme"

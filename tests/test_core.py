@@ -6,8 +6,7 @@ import dataclasses
 
 import pytest
 
-from livesafe.core import Monitor
-from livesafe.events import (
+from livesafe.core.events import (
     Intervention,
     InterventionLifted,
     ReviewVerdict,
@@ -16,7 +15,8 @@ from livesafe.events import (
     make_id,
     to_dict,
 )
-from livesafe.policy import Policy, load_policy
+from livesafe.core.monitor import Monitor
+from livesafe.core.policy import Policy, load_policy
 
 
 @pytest.fixture(scope="module")

@@ -7,9 +7,9 @@ from collections import defaultdict
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from livesafe.core import Monitor
-from livesafe.events import Intervention, InterventionLifted, ReviewVerdict, Signal, to_dict
-from livesafe.policy import load_policy
+from livesafe.core.events import Intervention, InterventionLifted, ReviewVerdict, Signal, to_dict
+from livesafe.core.monitor import Monitor
+from livesafe.core.policy import load_policy
 
 POLICY = load_policy()
 CATS = [*POLICY.categories, "unknown_category"]

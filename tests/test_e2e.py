@@ -15,10 +15,10 @@ import pytest
 import redis.asyncio
 
 from livesafe.client import BackendClient, GatewayError
-from livesafe.core import Monitor
-from livesafe.events import Ack, Intervention, Signal, from_dict, to_dict
+from livesafe.core.events import Ack, Intervention, Signal, from_dict, to_dict
+from livesafe.core.monitor import Monitor
+from livesafe.core.policy import load_policy
 from livesafe.pipeline import Analyzers
-from livesafe.policy import load_policy
 from livesafe.service import Service, ServiceOptions
 
 pytestmark = pytest.mark.models
@@ -145,7 +145,7 @@ async def test_service_delivers_over_websocket_and_a_corrupt_stream_stops_alone(
 
 async def test_overlapping_utterances_are_not_transcribed_twice(analyzers: Analyzers) -> None:
     """Utterances cut every 2 s with 1 s of overlap: each word is kept once, from one of the two chunks."""
-    from livesafe.events import Transcript
+    from livesafe.core.events import Transcript
     from livesafe.ingest.av_source import AVSource
     from livesafe.ingest.source import IngestOptions
     from livesafe.pipeline import StreamWorker

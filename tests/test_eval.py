@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from livesafe.core.policy import Policy, load_policy
 from livesafe.eval import (
     DATASETS,
     DataNotFoundError,
@@ -34,7 +35,6 @@ from livesafe.eval import (
     run_eval,
     wer,
 )
-from livesafe.policy import Policy, load_policy
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -14,7 +14,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from livesafe.client import AuthenticationError, BackendClient, GatewayError, Received, print_interventions
-from livesafe.events import Ack, Intervention, make_id
+from livesafe.core.events import Ack, Intervention, make_id
 from livesafe.interventions.gateway import PROTOCOL, Gateway, StreamEnded, StreamStarted
 from livesafe.interventions.protocol import check_outgoing
 from tests.waiting import until

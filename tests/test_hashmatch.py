@@ -22,7 +22,7 @@ from livesafe.analyzers.hashmatch import (
     hamming_distance,
     pdq_hash,
 )
-from livesafe.events import VideoSample
+from livesafe.core.events import VideoSample
 
 DATA = Path(__file__).resolve().parent / "data" / "hashlists"
 #: PDQ of skimage's astronaut.png, as listed in the fixture lists.

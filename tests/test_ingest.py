@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from livesafe.events import AudioChunk, MediaSample, VideoSample
+from livesafe.core.events import AudioChunk, MediaSample, VideoSample
 from livesafe.ingest.av_source import AudioWindower, AVSource
 from livesafe.ingest.source import IngestOptions, IngestStats, SampleChannel, SourceError
 from tests.media import make_clip

@@ -25,7 +25,7 @@ import av
 import numpy as np
 import pytest
 
-from livesafe.events import AudioChunk, MediaSample, VideoSample
+from livesafe.core.events import AudioChunk, MediaSample, VideoSample
 from livesafe.ingest.av_source import AVSource
 from livesafe.ingest.ffmpeg import LiveSource, LiveState, ReconnectPolicy, open_source
 from livesafe.ingest.source import IngestOptions, SourceError

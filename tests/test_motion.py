@@ -25,9 +25,9 @@ from livesafe.analyzers.motion import (
     to_small_gray,
     window_features,
 )
+from livesafe.core.events import Signal, VideoSample
+from livesafe.core.policy import MOTION_FPS, load_policy
 from livesafe.eval import load_fight_clips, main, run_eval
-from livesafe.events import Signal, VideoSample
-from livesafe.policy import MOTION_FPS, load_policy
 
 
 @pytest.fixture(scope="module")

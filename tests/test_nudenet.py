@@ -19,8 +19,8 @@ from livesafe.analyzers.nudenet import (
     NudeNetOptions,
     nudity_score,
 )
-from livesafe.events import VideoSample
-from livesafe.policy import AnalyzerPolicy, SpeechPolicy, load_policy
+from livesafe.core.events import VideoSample
+from livesafe.core.policy import AnalyzerPolicy, SpeechPolicy, load_policy
 
 pytest.importorskip("nudenet", reason="optional extra: pip install 'livesafe[nudenet]' (AGPL-3.0)")
 

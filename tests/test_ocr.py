@@ -17,7 +17,7 @@ from PIL import Image, ImageDraw, ImageFont
 from livesafe.analyzers.motion import sample_clip
 from livesafe.analyzers.ocr import OcrAnalyzer, OcrLine, OcrOptions, frame_change, reading_order, thumbnail
 from livesafe.analyzers.text import TextClassifier
-from livesafe.events import Signal, VideoSample
+from livesafe.core.events import Signal, VideoSample
 
 BENIGN = "Welcome to my cooking stream"
 THREAT = "I am going to kill you tonight"
@@ -234,7 +234,7 @@ def test_policy_key_and_registry(tmp_path: Path) -> None:
     import dataclasses
 
     from livesafe.analyzers.registry import load_analyzers
-    from livesafe.policy import AnalyzerPolicy, SpeechPolicy, load_policy
+    from livesafe.core.policy import AnalyzerPolicy, SpeechPolicy, load_policy
 
     default = load_policy()
     assert default.analyzers.ocr is False

@@ -17,7 +17,7 @@ import pytest
 import redis.asyncio
 
 from livesafe.client import BackendClient
-from livesafe.events import Deliverable, InterventionLifted, make_id
+from livesafe.core.events import Deliverable, InterventionLifted, make_id
 from livesafe.interventions.gateway import Gateway
 from livesafe.interventions.outbox import Outbox
 from livesafe.interventions.webhooks import WebhookDispatcher, WebhookEndpoint

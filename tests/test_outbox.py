@@ -13,7 +13,7 @@ import redis.asyncio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from livesafe.events import Ack, Event, Intervention, InterventionLifted, Signal, make_id
+from livesafe.core.events import Ack, Event, Intervention, InterventionLifted, Signal, make_id
 from livesafe.interventions.outbox import EventLog, Outbox
 from livesafe.store import open_redis
 
@@ -331,6 +331,6 @@ async def test_a_stale_head_does_not_block_its_stream(r: redis.asyncio.Redis, pr
 
 
 def _legacy_dict() -> dict[str, Any]:
-    from livesafe.events import to_dict
+    from livesafe.core.events import to_dict
 
     return to_dict(intervention(3))

@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 
 from livesafe.analyzers.base import AnalyzerCost
-from livesafe.core import Monitor
-from livesafe.events import AudioChunk, Event, Signal, Transcript, VideoSample, Word
+from livesafe.core.events import AudioChunk, Event, Signal, Transcript, VideoSample, Word
+from livesafe.core.monitor import Monitor
+from livesafe.core.policy import load_policy
 from livesafe.ingest.av_source import AVSource
 from livesafe.ingest.source import IngestOptions
 from livesafe.pipeline import Analyzers, StreamWorker, _Lane, unheard
-from livesafe.policy import load_policy
 from tests.media import make_clip
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from livesafe.policy import DEFAULT_POLICY_PATH, PolicyError, load_policy, parse_policy
+from livesafe.core.policy import DEFAULT_POLICY_PATH, PolicyError, load_policy, parse_policy
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -17,8 +17,17 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from livesafe.client import BackendClient
-from livesafe.core import Monitor
-from livesafe.events import Ack, Intervention, InterventionLifted, ReviewVerdict, Signal, StreamState, to_dict
+from livesafe.core.events import (
+    Ack,
+    Intervention,
+    InterventionLifted,
+    ReviewVerdict,
+    Signal,
+    StreamState,
+    to_dict,
+)
+from livesafe.core.monitor import Monitor
+from livesafe.core.policy import load_policy
 from livesafe.interventions.gateway import Gateway
 from livesafe.interventions.protocol import (
     PROTOCOL,
@@ -29,7 +38,6 @@ from livesafe.interventions.protocol import (
     incoming_types,
     schema,
 )
-from livesafe.policy import load_policy
 
 TOKEN = "t0ken-acme"
 TOKENS = {TOKEN: "acme"}

@@ -1,7 +1,7 @@
 """Per-analyzer video feeds: motion on its own 8 fps feed beside the stream's normal (adaptive) rate.
 
-The schedule (:class:`~livesafe.pipeline.VideoFeeds`) is pure and tested on timestamps; the worker is tested
-end to end on media PyAV generates, with the real analyzers the policy loads (Open-NSFW and the motion
+The schedule (:class:`~livesafe.core.sampling.VideoFeeds`) is pure and tested on timestamps; the worker is
+tested end to end on media PyAV generates, with the real analyzers the policy loads (Open-NSFW and the motion
 head), real decoding and the real core.
 """
 
@@ -14,14 +14,15 @@ import numpy as np
 import pytest
 import yaml
 
-from livesafe.analyzers.base import AnalyzerCost, VisionAnalyzer, sample_fps
+from livesafe.analyzers.base import AnalyzerCost, VisionAnalyzer
 from livesafe.analyzers.motion import MotionViolenceAnalyzer
-from livesafe.core import Monitor
-from livesafe.events import Event, Signal, VideoSample
+from livesafe.core.events import Event, Signal, VideoSample
+from livesafe.core.monitor import Monitor
+from livesafe.core.policy import DEFAULT_POLICY_PATH, MOTION_FPS, Policy, load_policy, parse_policy
+from livesafe.core.sampling import VideoFeeds, sample_fps
 from livesafe.ingest.av_source import AVSource
 from livesafe.ingest.source import IngestOptions, KeyframeControl, ingest_options
-from livesafe.pipeline import Analyzers, StreamWorker, VideoFeeds
-from livesafe.policy import DEFAULT_POLICY_PATH, MOTION_FPS, Policy, load_policy, parse_policy
+from livesafe.pipeline import Analyzers, StreamWorker
 from tests.media import make_clip
 
 
@@ -52,7 +53,7 @@ def sampler_times(seconds: float, frame_fps: float, fps: float) -> list[float]:
     return out
 
 
-def dispatch(feeds: VideoFeeds, times: list[float]) -> dict[str, list[float]]:
+def dispatch(feeds: VideoFeeds[Recorder], times: list[float]) -> dict[str, list[float]]:
     got: dict[str, list[float]] = {a.name: [] for a in feeds.analyzers}
     for ts in times:
         for analyzer in feeds.due(ts):

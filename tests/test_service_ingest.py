@@ -18,9 +18,9 @@ from aiortc import RTCPeerConnection, RTCSessionDescription
 
 from livesafe.api import HttpServer, make_app
 from livesafe.client import BackendClient
-from livesafe.events import StreamState
+from livesafe.core.events import StreamState
+from livesafe.core.policy import load_policy
 from livesafe.pipeline import Analyzers
-from livesafe.policy import load_policy
 from livesafe.service import Service, ServiceOptions
 from tests.test_webrtc import GradientTrack, ToneTrack, config, serve
 

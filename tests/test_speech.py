@@ -21,7 +21,7 @@ from livesafe.analyzers.speech import (
     load_recognizer,
     to_transcripts,
 )
-from livesafe.events import AudioChunk, Transcript, Word
+from livesafe.core.events import AudioChunk, Transcript, Word
 
 
 def decode_audio(path: Path) -> npt.NDArray[np.float32]:

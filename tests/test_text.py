@@ -29,9 +29,9 @@ from livesafe.analyzers.text import (
     match_rules,
     normalize,
 )
+from livesafe.core.events import Transcript
+from livesafe.core.policy import load_policy
 from livesafe.eval import load_functional
-from livesafe.events import Transcript
-from livesafe.policy import load_policy
 
 BENIGN_EVERYDAY = (
     "this boss fight is killing me",

@@ -13,9 +13,9 @@ import redis.asyncio
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from livesafe.auth import TokenError, TokenSet, load_tokens_file
 from livesafe.client import AuthenticationError, BackendClient
 from livesafe.interventions.gateway import CLOSE_TOKEN_REVOKED, Gateway
-from livesafe.interventions.tokens import TokenError, TokenSet, load_tokens_file
 from tests.waiting import until
 
 WAIT = 5.0
@@ -86,7 +86,7 @@ def test_reload_applies_a_good_file_and_keeps_the_old_tokens_on_a_bad_one(
     write(path, "acme: [old, new]\n")
     assert tokens.reload() is True and tokens.lookup("new") == "acme" and changes == [1]
     write(path, "acme: [new\n")  # broken mid-edit
-    with caplog.at_level(logging.ERROR, logger="livesafe.interventions.tokens"):
+    with caplog.at_level(logging.ERROR, logger="livesafe.auth"):
         assert tokens.reload() is False
         assert tokens.reload() is False  # reported once, not at every check
     assert len([r for r in caplog.records if "not reloaded" in r.message]) == 1
@@ -150,7 +150,7 @@ async def test_rotation_old_and_new_work_then_removing_old_closes_and_refuses_it
             async with asyncio.timeout(WAIT):
                 assert json.loads(await ws.recv()) == {"type": "pong", "ref": 1}
         # A bad file is logged and the tokens in force stay: the new token still connects.
-        with caplog.at_level(logging.ERROR, logger="livesafe.interventions.tokens"):
+        with caplog.at_level(logging.ERROR, logger="livesafe.auth"):
             write(path, "acme: new-token: oops\n")
             async with asyncio.timeout(WAIT):
                 await until(lambda: any("not reloaded" in rec.message for rec in caplog.records))

@@ -11,7 +11,7 @@ from PIL import Image
 
 from livesafe.analyzers.base import VisionAnalyzer
 from livesafe.analyzers.vision import NudityAnalyzer, VisionOptions
-from livesafe.events import VideoSample
+from livesafe.core.events import VideoSample
 
 pytestmark = pytest.mark.models
 

@@ -197,8 +197,8 @@ async def test_a_refusal_is_final_and_a_wrong_secret_is_refused(
 
 
 async def test_the_service_runs_its_webhooks(r: redis.asyncio.Redis, prefix: str, serve: Any) -> None:
+    from livesafe.core.policy import load_policy
     from livesafe.pipeline import Analyzers
-    from livesafe.policy import load_policy
     from livesafe.service import Service, ServiceOptions
 
     receiver = Receiver(NEW)

@@ -30,7 +30,7 @@ from aiortc import (
 from aiortc.contrib.media import MediaPlayer
 from multidict import CIMultiDict
 
-from livesafe.events import AudioChunk, MediaSample, VideoSample
+from livesafe.core.events import AudioChunk, MediaSample, VideoSample
 from livesafe.ingest.source import IngestOptions, SourceError
 from livesafe.ingest.webrtc import WebRTCSource
 from livesafe.ingest.whep import WhepSource

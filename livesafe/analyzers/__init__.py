@@ -1,1 +1,2 @@
-"""Analyzers: models that turn media samples and transcripts into :class:`~livesafe.events.Signal` values."""
+"""Analyzers: models that turn media samples and transcripts into
+:class:`~livesafe.core.events.Signal` values."""

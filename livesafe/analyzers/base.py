@@ -10,12 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from livesafe.events import AudioChunk, Signal, Transcript, VideoSample
+from livesafe.core.events import AudioChunk, Signal, Transcript, VideoSample
 
 
 @dataclass(frozen=True, slots=True)
 class AnalyzerCost:
-    """Rough CPU cost on one core, for planning (:mod:`livesafe.capacity`).
+    """Rough CPU cost on one core, for planning (:mod:`livesafe.analyzers.capacity`).
 
     ``per_call_s`` is paid on every call (a frame, an utterance); ``per_media_s`` per second of media the
     analyzer covers, whatever the number of calls (speech recognition grows with the voiced seconds).
@@ -41,21 +41,6 @@ class VisionAnalyzer(Protocol):
     cost: AnalyzerCost
 
     def analyze(self, sample: VideoSample) -> list[Signal]: ...
-
-
-def sample_fps(analyzer: VisionAnalyzer) -> float | None:
-    """The frame rate ``analyzer`` declares it needs (its optional ``sample_fps`` attribute), or None.
-
-    An optional attribute rather than a protocol member, so analyzers that take the stream's rate need
-    not declare anything. The pipeline samples a stream at the highest rate any of its analyzers needs
-    and gives each analyzer only the samples its own schedule, in media time, makes due.
-    """
-    value = getattr(analyzer, "sample_fps", None)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise ValueError(f"{analyzer.name}: sample_fps must be a positive number or None, got {value!r}")
-    return float(value)
 
 
 @runtime_checkable

@@ -55,7 +55,7 @@ import numpy.typing as npt
 
 from livesafe.analyzers.base import AnalyzerCost, ModelUnavailableError
 from livesafe.analyzers.vision import check_image
-from livesafe.events import CATEGORIES, Signal, VideoSample
+from livesafe.core.events import CATEGORIES, Signal, VideoSample
 
 __all__ = [
     "DEFAULT_MAX_DISTANCE",
@@ -154,7 +154,7 @@ class _FileStamp:
 class HashList:
     """The PDQ hashes of one list file, with a label per hash, all reported under one ``category``.
 
-    ``category`` is required and must be one of :data:`livesafe.events.CATEGORIES`: a list of known
+    ``category`` is required and must be one of :data:`livesafe.core.events.CATEGORIES`: a list of known
     child-abuse imagery, terrorist content or non-consensual imagery maps to whichever category the
     deployment's policy should act on. ``name`` defaults to the file's stem.
 

@@ -44,7 +44,7 @@ import numpy.typing as npt
 from PIL import Image
 
 from livesafe.analyzers.base import AnalyzerCost, ModelUnavailableError
-from livesafe.events import Signal, VideoSample
+from livesafe.core.events import Signal, VideoSample
 
 __all__ = [
     "FEATURE_NAMES",

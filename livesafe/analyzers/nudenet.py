@@ -38,7 +38,7 @@ import numpy.typing as npt
 
 from livesafe.analyzers.base import AnalyzerCost, ModelUnavailableError
 from livesafe.analyzers.vision import check_image
-from livesafe.events import Signal, VideoSample
+from livesafe.core.events import Signal, VideoSample
 
 __all__ = ["CLASS_WEIGHTS", "Detection", "NudeNetAnalyzer", "NudeNetOptions", "nudity_score"]
 

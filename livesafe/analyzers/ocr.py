@@ -46,7 +46,7 @@ from livesafe.analyzers.base import AnalyzerCost, ModelUnavailableError
 from livesafe.analyzers.motion import to_small_gray
 from livesafe.analyzers.text import EXCERPT_CHARS, TextClassifier
 from livesafe.analyzers.vision import check_image
-from livesafe.events import Signal, VideoSample
+from livesafe.core.events import Signal, VideoSample
 
 __all__ = ["CELL", "THUMB_WIDTH", "OcrAnalyzer", "OcrLine", "OcrOptions", "frame_change", "thumbnail"]
 

@@ -6,7 +6,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from livesafe.analyzers.base import SpeechRecognizer, TextAnalyzer, VisionAnalyzer
-from livesafe.policy import Policy
+from livesafe.core.policy import Policy
 
 if TYPE_CHECKING:
     from livesafe.analyzers.text import TextClassifier

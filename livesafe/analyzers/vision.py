@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image
 
 from livesafe.analyzers.base import AnalyzerCost, ModelUnavailableError
-from livesafe.events import Signal, VideoSample
+from livesafe.core.events import Signal, VideoSample
 
 __all__ = ["NudityAnalyzer", "VisionOptions", "check_image"]
 

@@ -22,7 +22,15 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from livesafe.events import Event, Intervention, InterventionLifted, RiskUpdate, Signal, Transcript, to_dict
+from livesafe.core.events import (
+    Event,
+    Intervention,
+    InterventionLifted,
+    RiskUpdate,
+    Signal,
+    Transcript,
+    to_dict,
+)
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ import av
 import numpy as np
 import numpy.typing as npt
 
-from livesafe.events import AudioChunk, MediaSample, VideoSample
+from livesafe.core.events import AudioChunk, MediaSample, VideoSample
 from livesafe.ingest.source import (
     ChannelClosedError,
     IngestOptions,

@@ -35,7 +35,7 @@ from typing import Any, Literal
 
 import av
 
-from livesafe.events import MediaSample, VideoSample
+from livesafe.core.events import MediaSample, VideoSample
 from livesafe.ingest.av_source import AVSource
 from livesafe.ingest.source import IngestOptions, IngestStats, MediaSource, SourceError
 from livesafe.ingest.srt import SrtBridge, StallError

@@ -1,12 +1,11 @@
 """The one interface every media source implements, and the bounded hand-off from decoder to event loop.
 
-A source yields :class:`~livesafe.events.VideoSample` and :class:`~livesafe.events.AudioChunk` values in
-media-time order. Analyzers never learn where a sample came from. Decoding happens in a thread; the
-samples cross to the event loop through a :class:`SampleChannel` that never holds more than its capacity:
-in ``fast`` pacing the decoder waits for the consumer (nothing is lost, files are analysed completely); in
-``realtime`` pacing a slow consumer makes the channel drop the oldest video sample first (the newest frame
-wins) and then the oldest audio, and every drop is counted.
-"""
+A source yields :class:`~livesafe.core.events.VideoSample` and :class:`~livesafe.core.events.AudioChunk`
+values in media-time order. Analyzers never learn where a sample came from. Decoding happens in a thread;
+the samples cross to the event loop through a :class:`SampleChannel` that never holds more than its
+capacity: in ``fast`` pacing the decoder waits for the consumer (nothing is lost, files are analysed
+completely); in ``realtime`` pacing a slow consumer makes the channel drop the oldest video sample first
+(the newest frame wins) and then the oldest audio, and every drop is counted."""
 
 from __future__ import annotations
 
@@ -18,8 +17,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
 
-from livesafe.events import AudioChunk, MediaSample, VideoSample
-from livesafe.policy import SamplingPolicy
+from livesafe.core.events import AudioChunk, MediaSample, VideoSample
+from livesafe.core.policy import SamplingPolicy
 
 Pacing = Literal["fast", "realtime"]
 

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from livesafe.events import AudioChunk
+from livesafe.core.events import AudioChunk
 
 RATE = 16000
 FRAME = 512

@@ -39,7 +39,7 @@ from aiortc import (
 from aiortc.exceptions import OperationError
 from aiortc.mediastreams import MediaStreamError
 
-from livesafe.events import MediaSample
+from livesafe.core.events import MediaSample
 from livesafe.ingest.av_source import FrameSampler
 from livesafe.ingest.source import ChannelClosedError, IngestOptions, IngestStats, SampleChannel, SourceError
 

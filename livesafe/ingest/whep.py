@@ -14,7 +14,7 @@ import aiohttp
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from yarl import URL
 
-from livesafe.events import MediaSample
+from livesafe.core.events import MediaSample
 from livesafe.ingest.source import IngestOptions, IngestStats, SourceError
 from livesafe.ingest.webrtc import SDP_ERRORS, WebRTCSource, default_configuration
 

@@ -24,9 +24,9 @@ from aiohttp import web
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc import sdp as aiortc_sdp
 
+from livesafe.auth import TokenSet
 from livesafe.ingest.source import IngestOptions
 from livesafe.ingest.webrtc import SDP_ERRORS, WebRTCSource, default_configuration
-from livesafe.interventions.tokens import TokenSet
 
 log = logging.getLogger(__name__)
 

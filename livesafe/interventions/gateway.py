@@ -17,7 +17,7 @@ validated against its schema before the gateway acts on it. JSON text frames, at
 /v1/backend`` with ``Authorization: Bearer <token>`` (or ``?token=<token>``); otherwise HTTP 401 with
 the reason as body.
 
-Tokens (:class:`~livesafe.interventions.tokens.TokenSet`): several per backend, from fixed values and a
+Tokens (:class:`~livesafe.auth.TokenSet`): several per backend, from fixed values and a
 tokens file that the gateway re-reads when it changes (every ``tokens_reload_s``, in a task it owns). A
 connection whose token was removed (or now names another backend) is closed with code 4001 "token
 revoked"; new connections with it get 401.
@@ -67,7 +67,8 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 from websockets.protocol import State
 
-from livesafe.events import Ack, Intervention, InterventionLifted
+from livesafe.auth import RELOAD_EVERY_S, TokenSet
+from livesafe.core.events import Ack, Intervention, InterventionLifted
 from livesafe.interventions.outbox import (
     DEFAULT_PREFIX,
     Delivery,
@@ -76,7 +77,6 @@ from livesafe.interventions.outbox import (
     reraise_swallowed_cancel,
 )
 from livesafe.interventions.protocol import PROTOCOL, SUPPORTED, ProtocolError, check_incoming
-from livesafe.interventions.tokens import RELOAD_EVERY_S, TokenSet
 from livesafe.tasks import cancel_and_wait
 
 __all__ = ["PATH", "PROTOCOL", "SUPPORTED", "Gateway", "ProtocolError", "StreamEnded", "StreamStarted"]

@@ -1,6 +1,6 @@
 """Carrying the core's lifts (``intervention.lifted``) to the service's sink, in order per stream.
 
-The stream worker forwards a :class:`~livesafe.core.Decision`'s interventions to its sink but not its
+The stream worker forwards a :class:`~livesafe.core.monitor.Decision`'s interventions to its sink but not its
 ``lifted``, and a tick that only lifts (a restriction expired, risk fell) sinks nothing at all. The
 :class:`RelayMonitor` handed to workers takes the lifts out of every decision (so a worker that also
 forwards ``decision.lifted`` can never send one twice), and :class:`LiftRelay` delivers them: before any
@@ -17,9 +17,9 @@ import logging
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 
-from livesafe.core import Decision, Monitor
-from livesafe.events import InterventionLifted, Signal
-from livesafe.policy import Policy
+from livesafe.core.events import InterventionLifted, Signal
+from livesafe.core.monitor import Decision, Monitor
+from livesafe.core.policy import Policy
 
 log = logging.getLogger(__name__)
 

@@ -50,7 +50,7 @@ import redis
 import redis.asyncio
 from redis.typing import StreamIdT
 
-from livesafe.events import (
+from livesafe.core.events import (
     Ack,
     Deliverable,
     Event,

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from livesafe.events import Intervention, InterventionLifted, ReviewVerdict, RiskUpdate, Signal
-from livesafe.ladder import StreamLadder, TierChange
-from livesafe.policy import Policy
-from livesafe.risk import StreamRisk
+from livesafe.core.events import Intervention, InterventionLifted, ReviewVerdict, RiskUpdate, Signal
+from livesafe.core.ladder import StreamLadder, TierChange
+from livesafe.core.policy import Policy
+from livesafe.core.risk import StreamRisk
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,7 @@ Rules, all in media time:
 * **Escalation.** A category marked ``escalate`` that takes the stream to ``escalation.min_tier`` or
   above also asks for human review, at most once per ``escalation.cooldown_s`` per category.
 * **Lifting.** A ``warn``, ``restrict`` or ``cut`` stays in force until it is lifted
-  (:class:`~livesafe.events.InterventionLifted`): ``expired`` once its ``duration_s`` has run out,
+  (:class:`~livesafe.core.events.InterventionLifted`): ``expired`` once its ``duration_s`` has run out,
   ``risk_fell`` when the stream steps down below its tier (not for ``cut``: a cut broadcast does not
   come back by itself), ``overturned`` by a reviewer. Each is lifted at most once; lifts take the next
   number of the stream's sequence, so interventions and lifts form one ordered sequence per stream.
@@ -26,9 +26,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from livesafe.events import Intervention, InterventionLifted, make_id
-from livesafe.policy import Policy
-from livesafe.risk import StreamRisk
+from livesafe.core.events import Intervention, InterventionLifted, make_id
+from livesafe.core.policy import Policy
+from livesafe.core.risk import StreamRisk
 
 #: Added to computed deadlines so that a tick at the deadline is past it despite float rounding.
 DEADLINE_EPSILON = 1e-6

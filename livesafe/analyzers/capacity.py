@@ -21,11 +21,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from livesafe.analyzers.base import AnalyzerCost, sample_fps
+from livesafe.analyzers.base import AnalyzerCost
+from livesafe.core.sampling import sample_fps
 
 if TYPE_CHECKING:
+    from livesafe.core.policy import SamplingPolicy
     from livesafe.pipeline import Analyzers
-    from livesafe.policy import SamplingPolicy
 
 __all__ = ["LoadEstimate", "estimate"]
 

@@ -13,8 +13,8 @@ import math
 from collections import deque
 from dataclasses import dataclass, field
 
-from livesafe.events import Signal
-from livesafe.policy import CategoryPolicy, Policy
+from livesafe.core.events import Signal
+from livesafe.core.policy import CategoryPolicy, Policy
 
 #: How many recent contributing signals each category keeps as evidence for explanations.
 RECENT_SIGNALS = 8

@@ -22,7 +22,8 @@ from typing import Any
 
 import yaml
 
-from livesafe.events import CATEGORIES, EFFECTS, TIER_KINDS
+from livesafe.core.events import CATEGORIES, EFFECTS, TIER_KINDS
+from livesafe.core.languages import check_language
 
 DEFAULT_POLICY_PATH = Path(__file__).resolve().parent / "configs" / "default.yaml"
 SPEECH_BACKENDS = ("faster-whisper", "openai-whisper")
@@ -399,9 +400,7 @@ def _parse_analyzers(r: _Reader, raw: Any, base: Path) -> AnalyzerPolicy:
         language=r.string(s, "language", "analyzers.speech", "en"),
     )
     # A language the model cannot transcribe (an English-only model with "de" or "auto", an unknown
-    # code) is refused here, before anything runs. whisper_models imports nothing heavy.
-    from livesafe.analyzers.whisper_models import check_language
-
+    # code) is refused here, before anything runs.
     language_problem = check_language(speech.model, speech.language)
     if language_problem:
         r.fail("analyzers.speech.language", language_problem)

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from livesafe.analyzers.base import AnalyzerCost, TextAnalyzer
-from livesafe.events import Signal, Transcript
+from livesafe.core.events import Signal, Transcript
 from livesafe.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
