@@ -6,13 +6,25 @@
     POST   /v1/interventions/{intervention_id}/overturn
                                 {"reviewer", "note", "stream_id"?}       -> 200 the intervention.lifted
     GET    /v1/streams/{stream_id}/audit?limit=100&after=ENTRY_ID        -> 200 the stream's audit trail
+    GET    /v1/streams/{stream_id}/sessions                              -> 200 the stream's recorded sessions
+    GET    /v1/streams/{stream_id}/timeline?session=S&limit=500&after=ENTRY_ID&types=signal,intervention
+                                                                         -> 200 a session's timeline (latest
+                                                                            session when none is named)
+    GET    /v1/streams/{stream_id}/sessions/{session}/evidence/{ref}     -> 200 image/jpeg (a thumbnail)
     GET    /v1/health                                                    -> 200
+
+Stream ids are checked at the door (:mod:`livesafe.core.ids`: 1-128 of ``A-Z a-z 0-9 . _ : -``), and a
+``source`` must be allowed by the service's source rules (URL schemes; files only under configured
+directories): anything else is a 400 naming the problem.
 
 The audit trail lists every intervention, lift, ack, nack, applied and review verdict (overturn) of one
 stream, oldest first, each with ``id`` (the cursor: pass the last one as ``after`` for the next page;
 ``next`` is null on the last page), ``at`` (when it was recorded, UTC), ``what``, ``who`` (backend,
 reviewer or ``policy:NAME``), ``media_ts`` and the ``event`` itself. It reads a per-stream index, not the
-whole event log; it outlives the stream (see :mod:`livesafe.interventions.outbox` for the retention).
+whole record; it outlives the stream (see :mod:`livesafe.timeline.audit` for the retention).
+
+A timeline page lists entries oldest first, each with ``id`` (the cursor), ``at`` and the record (``type``
+and its fields, floats exact); ``next`` is the cursor of the next page, null on the last.
 
 An overturn lifts an intervention in force (``reason: overturned``): the verdict goes to the event log and
 the lift goes to the backend through the outbox like any intervention. ``stream_id`` may be left out.
@@ -36,7 +48,9 @@ from aiohttp import web
 
 from livesafe.auth import TokenSet
 from livesafe.core.events import InterventionLifted, to_dict
-from livesafe.interventions.outbox import EventLog
+from livesafe.core.ids import session_problem, stream_id_problem
+from livesafe.timeline.entries import ALL_TYPES
+from livesafe.timeline.store import MAX_READ, TimelineStore
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +59,8 @@ MAX_BODY = 64 * 1024
 #: Most audit entries returned by one request, and the default.
 MAX_AUDIT_LIMIT = 1000
 DEFAULT_AUDIT_LIMIT = 100
+#: Timeline entries per page by default (at most ``MAX_READ``).
+DEFAULT_TIMELINE_LIMIT = 500
 #: The authenticated backend's name, set on each request by the auth middleware.
 BACKEND = web.RequestKey("backend", str)
 
@@ -53,7 +69,8 @@ class Controller(Protocol):
     """What the API needs of the service."""
 
     def start_stream(
-        self, stream_id: str, source: str, metadata: Mapping[str, Any] | None = None
+        self, stream_id: str, source: str, metadata: Mapping[str, Any] | None = None, *,
+        trusted: bool = False, started_by: str = "",
     ) -> None: ...
 
     async def stop_stream_by_request(self, stream_id: str) -> None: ...
@@ -67,7 +84,7 @@ class Controller(Protocol):
     def find_stream(self, intervention_id: str) -> str | None: ...
 
     @property
-    def events(self) -> EventLog: ...
+    def timeline(self) -> TimelineStore: ...
 
 
 def _error(status: int, reason: str) -> web.Response:
@@ -135,14 +152,15 @@ def make_app(
         if isinstance(body, web.Response):
             return body
         stream_id, source, metadata = body.get("stream_id"), body.get("source"), body.get("metadata", {})
-        if not isinstance(stream_id, str) or not stream_id:
-            return _error(400, "'stream_id' must be a non-empty string")
+        if (problem := stream_id_problem(stream_id)) is not None:
+            return _error(400, problem)
+        assert isinstance(stream_id, str)
         if not isinstance(source, str) or not source:
             return _error(400, "'source' must be a non-empty string")
         if not isinstance(metadata, dict):
             return _error(400, "'metadata' must be an object")
         try:
-            controller.start_stream(stream_id, source, metadata)
+            controller.start_stream(stream_id, source, metadata, started_by=request[BACKEND])
         except ValueError as exc:
             status = 409 if "already" in str(exc) else 400
             return _error(status, str(exc))
@@ -171,6 +189,8 @@ def make_app(
 
     async def end(request: web.Request) -> web.Response:
         stream_id = request.match_info["stream_id"]
+        if (problem := stream_id_problem(stream_id)) is not None:
+            return _error(400, problem)
         try:
             await controller.stop_stream_by_request(stream_id)
         except ValueError as exc:
@@ -179,6 +199,8 @@ def make_app(
 
     async def audit(request: web.Request) -> web.Response:
         stream_id = request.match_info["stream_id"]
+        if (problem := stream_id_problem(stream_id)) is not None:
+            return _error(400, problem)
         after = request.query.get("after") or None
         try:
             limit = int(request.query.get("limit", DEFAULT_AUDIT_LIMIT))
@@ -187,12 +209,60 @@ def make_app(
         if not 1 <= limit <= MAX_AUDIT_LIMIT:
             return _error(400, f"'limit' must be between 1 and {MAX_AUDIT_LIMIT}")
         try:
-            entries = await controller.events.audit(stream_id, after=after, limit=limit)
+            entries = await controller.timeline.audit(stream_id, after=after, limit=limit)
         except ValueError as exc:
             return _error(400, str(exc))
         next_cursor = entries[-1].entry_id if len(entries) == limit else None
         return web.json_response({"type": "audit", "stream_id": stream_id,
                                   "entries": [e.as_dict() for e in entries], "next": next_cursor})
+
+    async def sessions(request: web.Request) -> web.Response:
+        stream_id = request.match_info["stream_id"]
+        if (problem := stream_id_problem(stream_id)) is not None:
+            return _error(400, problem)
+        found = await controller.timeline.sessions(stream_id)
+        return web.json_response({"type": "sessions", "stream_id": stream_id, "sessions": [
+            {"session": s.session, "started_at": s.started_at} for s in found]})
+
+    async def timeline(request: web.Request) -> web.Response:
+        stream_id = request.match_info["stream_id"]
+        if (problem := stream_id_problem(stream_id)) is not None:
+            return _error(400, problem)
+        session = request.query.get("session") or await controller.timeline.latest_session(stream_id)
+        if session is None:
+            return _error(404, f"no recorded session of stream {stream_id!r}")
+        if (problem := session_problem(session)) is not None:
+            return _error(400, problem)
+        try:
+            limit = int(request.query.get("limit", DEFAULT_TIMELINE_LIMIT))
+        except ValueError:
+            return _error(400, "'limit' must be an integer")
+        if not 1 <= limit <= MAX_READ:
+            return _error(400, f"'limit' must be between 1 and {MAX_READ}")
+        types = {t for t in request.query.get("types", "").split(",") if t}
+        if unknown := types - ALL_TYPES:
+            return _error(400, f"unknown entry types {sorted(unknown)}; known {sorted(ALL_TYPES)}")
+        try:
+            after = request.query.get("after") or None
+            page = await controller.timeline.read(stream_id, session, after=after, limit=limit)
+        except ValueError as exc:
+            return _error(400, str(exc))
+        if not page and request.query.get("after") is None:
+            return _error(404, f"no timeline for session {session!r} of stream {stream_id!r}")
+        next_cursor = page[-1].entry_id if len(page) == limit else None
+        entries = [e.as_dict() for e in page if not types or e.type in types]
+        return web.json_response({"type": "timeline", "stream_id": stream_id, "session": session,
+                                  "entries": entries, "next": next_cursor})
+
+    async def evidence(request: web.Request) -> web.StreamResponse:
+        stream_id, session, ref = (request.match_info[k] for k in ("stream_id", "session", "ref"))
+        if (problem := stream_id_problem(stream_id) or session_problem(session)) is not None:
+            return _error(400, problem)
+        jpeg = await controller.timeline.evidence(stream_id, session, ref)
+        if jpeg is None:
+            return _error(404, f"no evidence {ref[:60]!r} kept for session {session} of stream {stream_id!r}")
+        return web.Response(body=jpeg, content_type="image/jpeg",
+                            headers={"Cache-Control": "private, no-store"})
 
     app = web.Application(middlewares=[auth], client_max_size=MAX_BODY)
     app.router.add_get("/v1/health", health)
@@ -200,6 +270,9 @@ def make_app(
     app.router.add_post("/v1/streams", start)
     app.router.add_delete("/v1/streams/{stream_id}", end)
     app.router.add_get("/v1/streams/{stream_id}/audit", audit)
+    app.router.add_get("/v1/streams/{stream_id}/sessions", sessions)
+    app.router.add_get("/v1/streams/{stream_id}/timeline", timeline)
+    app.router.add_get("/v1/streams/{stream_id}/sessions/{session}/evidence/{ref}", evidence)
     app.router.add_post("/v1/interventions/{intervention_id}/overturn", overturn)
     app.add_routes(extra_routes)
     return app

@@ -8,6 +8,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import signal
 import sys
 import urllib.parse
@@ -16,7 +17,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from livesafe import __version__
-from livesafe.core.events import Event, Intervention, Signal, StreamState, Transcript, to_dict
+from livesafe.commands import history
+from livesafe.core.events import Event, Intervention, Signal, StreamState, Tick, Transcript, to_dict
+from livesafe.core.ids import check_stream_id, stream_id_problem
 from livesafe.core.policy import Policy, PolicyError, load_policy
 
 if TYPE_CHECKING:
@@ -62,15 +65,7 @@ def _parser() -> argparse.ArgumentParser:
     _service_args(d, default_port=8765)
     d.add_argument("--loop", action="store_true", help="replay the demo streams until interrupted")
 
-    au = sub.add_parser("audit", help="print one stream's audit trail: interventions, lifts, acks, verdicts")
-    au.add_argument("stream_id")
-    au.add_argument("--limit", type=int, default=100, help="entries per page (default 100)")
-    au.add_argument("--after", metavar="ENTRY_ID", help="start after this entry id (a cursor)")
-    au.add_argument("--all", action="store_true", help="follow the cursor to the last entry")
-    au.add_argument("--json", action="store_true", help="print one JSON object per line")
-    au.add_argument("--prefix", default="livesafe", help="Redis key prefix")
-    au.add_argument("--redis-url", default=os.environ.get("REDIS_URL"),
-                    help="the service's Redis (default: $REDIS_URL)")
+    history.add_parsers(sub)
 
     ct = sub.add_parser("classify-text", help="score lines of text from stdin with the text classifier")
     ct.add_argument("--policy", type=Path, help="policy YAML (thresholds and extra terms)")
@@ -120,6 +115,14 @@ def _service_args(p: argparse.ArgumentParser, default_port: int = 8765) -> None:
     p.add_argument("--no-board", action="store_true", help="do not serve the ops board")
     p.add_argument("--http-port", type=int, default=int(os.environ.get("LIVESAFE_HTTP_PORT", 8767)),
                    help="port of the HTTP control API (0: any free port)")
+    p.add_argument("--source-dir", action="append", type=Path, default=[], metavar="DIR",
+                   help="a directory whose files backends may name as sources (repeatable; also "
+                        "LIVESAFE_SOURCE_DIRS=dir:dir); without one, backends may name URLs only")
+    p.add_argument("--source-schemes", default=os.environ.get("LIVESAFE_SOURCE_SCHEMES"), metavar="S,S",
+                   help="URL schemes backends may name (default: http,https,rtmp(s),rtsp(s),srt,whep(s))")
+    p.add_argument("--data-dir", type=Path, default=None,
+                   help="where the embedded Redis keeps its data without REDIS_URL (default: "
+                        "$LIVESAFE_DATA_DIR or ~/.local/share/livesafe)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -143,7 +146,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "policy":
             return _policy_check(args.files)
         if args.command == "audit":
-            return asyncio.run(_audit(args))
+            return asyncio.run(history.audit(args))
+        if args.command == "timeline":
+            return asyncio.run(history.timeline(args))
         policy = load_policy(args.policy)
         if args.command == "classify-text":
             return _classify_text(policy, args.batch)
@@ -210,7 +215,7 @@ class _Printer:
         self.out = out
 
     def __call__(self, event: Event) -> None:
-        if event.type == "risk" and not self.risk:
+        if (event.type == "risk" and not self.risk) or isinstance(event, Tick):
             return
         data = to_dict(event)
         if isinstance(event, Transcript):  # the names a transcript line is documented with
@@ -240,15 +245,26 @@ class _Printer:
         return f"{ts} {event.type}: {to_dict(event)}"
 
 
+def _stream_id_from(source: str) -> str:
+    """A valid stream id from a source's file name (characters not allowed become ``_``)."""
+    stem = Path(urllib.parse.urlsplit(source).path).stem
+    cleaned = re.sub(r"[^A-Za-z0-9._:-]", "_", stem).lstrip("._:-")[:128]
+    return cleaned or "stream"
+
+
 async def _watch(args: argparse.Namespace, policy: Policy) -> int:
     from livesafe.core.monitor import Monitor
-    from livesafe.ingest.ffmpeg import is_live_url, open_source
+    from livesafe.ingest.opener import is_live_source, open_stream_source
     from livesafe.ingest.source import Pacing, SourceError, ingest_options
     from livesafe.pipeline import Analyzers, StreamWorker
+    from livesafe.timeline.sessions import new_session_id
 
-    stream_id = args.stream_id or Path(urllib.parse.urlsplit(args.source).path).stem or "stream"
+    if args.stream_id and (problem := stream_id_problem(args.stream_id)) is not None:
+        print(f"livesafe: --stream-id: {problem}", file=sys.stderr)
+        return 2
+    stream_id = args.stream_id or _stream_id_from(args.source)
     printer = _Printer(policy, args.json, args.risk)
-    live = args.listen or is_live_url(args.source)
+    live = args.listen or is_live_source(args.source)
     pacing: Pacing = "realtime" if live else args.pacing
     clock = {"media_ts": 0.0}
 
@@ -260,8 +276,8 @@ async def _watch(args: argparse.Namespace, policy: Policy) -> int:
         printer(StreamState(sid, clock["media_ts"], state, detail))
 
     try:
-        source = open_source(stream_id, args.source, ingest_options(policy.sampling, pacing),
-                             listen=args.listen, on_state=on_state)
+        source = open_stream_source(stream_id, args.source, ingest_options(policy.sampling, pacing),
+                                    listen=args.listen, on_state=on_state)
     except SourceError as exc:
         print(f"livesafe: {exc}", file=sys.stderr)
         return 2
@@ -269,10 +285,11 @@ async def _watch(args: argparse.Namespace, policy: Policy) -> int:
     if args.listen:
         print(f"livesafe: waiting for a publisher on {args.source}", file=sys.stderr, flush=True)
     worker = StreamWorker(source, analyzers, Monitor(policy), sink, url=args.source,
-                          adaptive=pacing == "realtime", lanes=pacing == "realtime")
+                          adaptive=pacing == "realtime", lanes=pacing == "realtime",
+                          session=new_session_id())
     summary = await worker.run()
     data = summary.as_dict()
-    data["policy"], data["policy_hash"] = policy.name, policy.hash
+    data["policy"], data["policy_hash"], data["session"] = policy.name, policy.hash, worker.session
     if args.json:
         print(json.dumps(data), flush=True)
     else:
@@ -280,41 +297,6 @@ async def _watch(args: argparse.Namespace, policy: Policy) -> int:
     if summary.error:
         print(f"livesafe: stream {stream_id} stopped: {summary.error}", file=sys.stderr)
         return 1
-    return 0
-
-
-# -- audit -------------------------------------------------------------------------------------------
-
-async def _audit(args: argparse.Namespace) -> int:
-    """Print a stream's audit trail from the service's Redis (the per-stream index, not a log scan)."""
-    from livesafe.interventions.outbox import EventLog
-    from livesafe.store import RedisUnavailableError, open_redis
-
-    if not args.redis_url:
-        print("livesafe: audit reads the service's Redis: set REDIS_URL or pass --redis-url "
-              "(or use GET /v1/streams/STREAM_ID/audit on the HTTP API)", file=sys.stderr)
-        return 2
-    if args.limit < 1:
-        print("livesafe: --limit must be >= 1", file=sys.stderr)
-        return 2
-    printed = 0
-    try:
-        async with open_redis(args.redis_url) as client:
-            events, after = EventLog(client, prefix=args.prefix), args.after
-            while True:
-                entries = await events.audit(args.stream_id, after=after, limit=args.limit)
-                for entry in entries:
-                    print(json.dumps(entry.as_dict()) if args.json else entry.line(), flush=True)
-                printed += len(entries)
-                if not args.all or len(entries) < args.limit:
-                    break
-                after = entries[-1].entry_id
-    except (RedisUnavailableError, ValueError) as exc:
-        print(f"livesafe: {exc}", file=sys.stderr)
-        return 2
-    if not printed:
-        print(f"livesafe: no audit entries for stream {args.stream_id!r}"
-              + (f" after {args.after}" if args.after else ""), file=sys.stderr)
     return 0
 
 
@@ -370,9 +352,10 @@ def _webhooks(args: argparse.Namespace) -> tuple[WebhookEndpoint, ...]:
 async def _serve(args: argparse.Namespace, policy: Policy) -> int:
     from livesafe.api import HttpServer, make_app
     from livesafe.board.server import Board
+    from livesafe.ingest.opener import DEFAULT_SCHEMES, SourceRules
     from livesafe.pipeline import Analyzers
     from livesafe.service import Service, ServiceOptions
-    from livesafe.store import open_redis
+    from livesafe.store import data_dir, open_redis
 
     demo = args.command == "demo"
     tokens = _tokens(args, demo)
@@ -383,16 +366,38 @@ async def _serve(args: argparse.Namespace, policy: Policy) -> int:
         loop.add_signal_handler(sig, stop.set)
     print(f"livesafe {__version__}: policy {policy.name!r} ({policy.hash}); loading models...", flush=True)
     analyzers = await asyncio.to_thread(Analyzers.load, policy)
+    dirs = [*args.source_dir, *(Path(d) for d in os.environ.get("LIVESAFE_SOURCE_DIRS", "").split(":") if d)]
+    if demo:
+        dirs.append(DEMO_DIR)
+    if missing := [str(d) for d in dirs if not d.is_dir()]:
+        raise SystemExit(f"livesafe: --source-dir: not a directory: {', '.join(missing)}")
+    schemes = tuple(x.strip().lower() for x in args.source_schemes.split(",") if x.strip()) \
+        if args.source_schemes else DEFAULT_SCHEMES
     options = ServiceOptions(
         host=args.host, port=args.port, tokens=tokens, prefix=args.prefix,
         pacing=getattr(args, "pacing", "realtime"), webhooks=webhooks,
+        sources=SourceRules(tuple(dirs), schemes),
     )
+    streams: list[tuple[str, str]] = []
+    for spec in getattr(args, "stream", []):
+        stream_id, sep, source = spec.partition("=")
+        if not sep or not source:
+            raise SystemExit(f"livesafe: bad --stream {spec!r}: expected ID=SOURCE")
+        try:
+            streams.append((check_stream_id(stream_id), source))
+        except ValueError as exc:
+            raise SystemExit(f"livesafe: bad --stream {spec[:60]!r}: {exc}") from None
+    redis_url = os.environ.get("REDIS_URL") or None
     async with contextlib.AsyncExitStack() as stack:
         board = None
         if not args.no_board:
             board = await stack.enter_async_context(
                 Board(args.host, args.board_port, policy_name=policy.name, policy_hash=policy.hash))
-        redis_client = await stack.enter_async_context(open_redis(os.environ.get("REDIS_URL") or None))
+        data = None if redis_url else (args.data_dir or data_dir())
+        redis_client = await stack.enter_async_context(open_redis(redis_url, data=data))
+        if data is not None:
+            print(f"timeline: embedded Redis, data kept in {data} (`livesafe timeline STREAM_ID` reads it)",
+                  flush=True)
         service = await stack.enter_async_context(
             Service(policy, analyzers, redis_client, options, board=board)
         )
@@ -406,11 +411,11 @@ async def _serve(args: argparse.Namespace, policy: Policy) -> int:
             print(f"board: {board.url}", flush=True)
         if demo:
             return await _demo(service, args, stop)
-        for spec in args.stream:
-            stream_id, sep, source = spec.partition("=")
-            if not sep:
-                raise SystemExit(f"livesafe: bad --stream {spec!r}: expected ID=SOURCE")
-            service.start_stream(stream_id, source)
+        for stream_id, source in streams:
+            try:
+                service.start_stream(stream_id, source, trusted=True, started_by="cli")
+            except ValueError as exc:
+                raise SystemExit(f"livesafe: --stream {stream_id}: {exc}") from None
         print("running; Ctrl-C to stop", flush=True)
         await stop.wait()
     return 0

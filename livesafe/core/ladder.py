@@ -30,6 +30,15 @@ from livesafe.core.events import Intervention, InterventionLifted, make_id
 from livesafe.core.policy import Policy
 from livesafe.core.risk import StreamRisk
 
+
+def intervention_id(stream_id: str, session: str, seq: int, policy_hash: str) -> str:
+    """The idempotency key of a stream's ``seq``-th decision under a policy, in one session (broadcast) of
+    the stream: a stream id that goes live again starts a new session, so its ids never repeat."""
+    if not session:  # outside any session (``livesafe watch`` without one, unit tests)
+        return make_id("iv", stream_id, str(seq), policy_hash)
+    return make_id("iv", stream_id, session, str(seq), policy_hash)
+
+
 #: Added to computed deadlines so that a tick at the deadline is past it despite float rounding.
 DEADLINE_EPSILON = 1e-6
 
@@ -48,9 +57,10 @@ class TierChange:
 class StreamLadder:
     """Ladder state of one stream."""
 
-    def __init__(self, policy: Policy, stream_id: str) -> None:
+    def __init__(self, policy: Policy, stream_id: str, session: str = "") -> None:
         self.policy = policy
         self.stream_id = stream_id
+        self.session = session
         self.tier = -1
         self.entered_at = 0.0
         self.seq = 0
@@ -158,6 +168,7 @@ class StreamLadder:
             detail=detail,
             reviewer=reviewer,
             note=note,
+            session=self.session,
         )
 
     def _escalations(self, risk: StreamRisk, levels: dict[str, float]) -> list[Intervention]:
@@ -234,7 +245,7 @@ class StreamLadder:
         return Intervention(
             stream_id=self.stream_id,
             media_ts=risk.clock,
-            intervention_id=make_id("iv", self.stream_id, str(self.seq), policy.hash),
+            intervention_id=intervention_id(self.stream_id, self.session, self.seq, policy.hash),
             seq=self.seq,
             action=action,
             tier=tier_label,
@@ -253,4 +264,5 @@ class StreamLadder:
             message=tier.message if not escalate else "",
             duration_s=tier.duration_s if not escalate else 0.0,
             thumbnail=thumbnail,
+            session=self.session,
         )

@@ -34,11 +34,24 @@ class Monitor:
         self.policy = policy
         self._streams: dict[str, tuple[StreamRisk, StreamLadder]] = {}
 
+    def open(self, stream_id: str, session: str = "") -> None:
+        """Start a session (one broadcast) of ``stream_id`` with fresh state: risk at zero, the ladder at no
+        tier, the sequence at 0. Its interventions carry ``session`` and ids that depend on it, so a stream id
+        that goes live again never repeats an earlier broadcast's ids. Any state of the stream is dropped."""
+        self._streams[stream_id] = (
+            StreamRisk(self.policy, stream_id), StreamLadder(self.policy, stream_id, session)
+        )
+
+    def session(self, stream_id: str) -> str:
+        """The stream's current session ("" if none was opened)."""
+        state = self._streams.get(stream_id)
+        return state[1].session if state is not None else ""
+
     def _state(self, stream_id: str) -> tuple[StreamRisk, StreamLadder]:
         state = self._streams.get(stream_id)
-        if state is None:
-            state = (StreamRisk(self.policy, stream_id), StreamLadder(self.policy, stream_id))
-            self._streams[stream_id] = state
+        if state is None:  # a stream fed without open(): a session without a name
+            self.open(stream_id)
+            state = self._streams[stream_id]
         return state
 
     def step(self, signal: Signal) -> Decision:

@@ -156,6 +156,27 @@ class AnalyzerPolicy:
 
 
 @dataclass(frozen=True, slots=True)
+class RetentionPolicy:
+    """How long the timeline keeps what it recorded (transcripts and frames are personal data).
+
+    ``timeline_days``: a session's timeline (transcripts, signals, risk, decisions, acks, verdicts) is kept
+    this many days after its last entry, and the policy content it refers to as long. ``evidence_days``:
+    the thumbnails of frames that scored at or above their floor, this many days after the last one was
+    stored (never longer than the timeline)."""
+
+    timeline_days: float = 30.0
+    evidence_days: float = 7.0
+
+    @property
+    def timeline_s(self) -> int:
+        return max(1, round(self.timeline_days * 86400))
+
+    @property
+    def evidence_s(self) -> int:
+        return max(1, round(min(self.evidence_days, self.timeline_days) * 86400))
+
+
+@dataclass(frozen=True, slots=True)
 class Policy:
     name: str
     description: str
@@ -163,6 +184,7 @@ class Policy:
     ladder: Ladder
     sampling: SamplingPolicy = field(default_factory=SamplingPolicy)
     analyzers: AnalyzerPolicy = field(default_factory=AnalyzerPolicy)
+    retention: RetentionPolicy = field(default_factory=RetentionPolicy)
     #: Content hash (filled in by the loader; excluded from the hash itself).
     hash: str = ""
     source: str = ""
@@ -444,6 +466,14 @@ def _parse_sampling(r: _Reader, raw: Any) -> SamplingPolicy:
     )
 
 
+def _parse_retention(r: _Reader, raw: Any) -> RetentionPolicy:
+    d = r.mapping(raw, "retention", {"timeline_days", "evidence_days"})
+    return RetentionPolicy(
+        timeline_days=r.number(d, "timeline_days", "retention", 30.0, 0.0, 3650.0, lo_open=True),
+        evidence_days=r.number(d, "evidence_days", "retention", 7.0, 0.0, 3650.0, lo_open=True),
+    )
+
+
 def parse_policy(data: Any, source: str = "<policy>", base: Path | None = None) -> Policy:
     """Validate already-parsed YAML/JSON data into a :class:`Policy`, or raise :class:`PolicyError`.
 
@@ -451,7 +481,9 @@ def parse_policy(data: Any, source: str = "<policy>", base: Path | None = None) 
     """
     problems: list[tuple[str, str]] = []
     r = _Reader(problems)
-    top = r.mapping(data, "", {"name", "description", "categories", "ladder", "sampling", "analyzers"})
+    top = r.mapping(
+        data, "", {"name", "description", "categories", "ladder", "sampling", "analyzers", "retention"}
+    )
     if not top and not problems:
         r.fail("", "the policy is empty")
     name = r.string(top, "name", "", "")
@@ -472,6 +504,7 @@ def parse_policy(data: Any, source: str = "<policy>", base: Path | None = None) 
         ladder=ladder,
         sampling=_parse_sampling(r, top.get("sampling")),
         analyzers=_parse_analyzers(r, top.get("analyzers"), base or Path.cwd()),
+        retention=_parse_retention(r, top.get("retention")),
         source=source,
     )
     if problems:
@@ -479,13 +512,52 @@ def parse_policy(data: Any, source: str = "<policy>", base: Path | None = None) 
     return dataclasses.replace(policy, hash=policy_hash(policy))
 
 
-def policy_hash(policy: Policy) -> str:
-    """sha256 (first 16 hex digits) of the policy's canonical JSON, without its hash and source."""
+def policy_content(policy: Policy) -> dict[str, Any]:
+    """The policy's validated content as JSON-ready data (what its hash is computed over): everything but
+    its hash and the file it came from. :func:`policy_from_content` turns it back into the same policy."""
     content = dataclasses.asdict(policy)
     content.pop("hash", None)
     content.pop("source", None)
-    canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), default=list)
+    return json.loads(json.dumps(content, default=list))  # type: ignore[no-any-return]
+
+
+def policy_hash(policy: Policy) -> str:
+    """sha256 (first 16 hex digits) of the policy's canonical JSON, without its hash and source."""
+    canonical = json.dumps(policy_content(policy), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
+
+
+def policy_from_content(content: Mapping[str, Any], source: str = "<stored policy>") -> Policy:
+    """The policy whose :func:`policy_content` is ``content`` (as stored beside a timeline), with its hash.
+
+    ValueError naming the problem if ``content`` is not such data."""
+    try:
+        lad = content["ladder"]
+        ladder = Ladder(
+            tiers=tuple(Tier(**{**t, "effects": tuple(t["effects"])}) for t in lad["tiers"]),
+            min_dwell_s=lad["min_dwell_s"],
+            cooldown_s=lad["cooldown_s"],
+            escalation=Escalation(**lad["escalation"]),
+        )
+        categories = {
+            name: CategoryPolicy(**{**c, "effects": {k: tuple(v) for k, v in c["effects"].items()}})
+            for name, c in content["categories"].items()
+        }
+        an = content["analyzers"]
+        analyzers = AnalyzerPolicy(**{
+            **an,
+            "speech": SpeechPolicy(**an["speech"]),
+            "extra_terms": {k: tuple(v) for k, v in an["extra_terms"].items()},
+            "hash_lists": tuple(HashListPolicy(**h) for h in an["hash_lists"]),
+        })
+        policy = Policy(
+            name=content["name"], description=content["description"], categories=categories, ladder=ladder,
+            sampling=SamplingPolicy(**content["sampling"]), analyzers=analyzers,
+            retention=RetentionPolicy(**content.get("retention", {})), source=source,
+        )
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise ValueError(f"not the content of a policy: {type(exc).__name__}: {exc}") from exc
+    return dataclasses.replace(policy, hash=policy_hash(policy))
 
 
 def load_policy(path: str | Path | None = None) -> Policy:

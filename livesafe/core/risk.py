@@ -82,7 +82,7 @@ class StreamRisk:
         excerpt = str(signal.evidence.get("text", ""))[:200]
         ev.recent.append(SignalRef(
             signal.signal_id, signal.media_ts, end, signal.score, signal.analyzer, excerpt,
-            _thumbnail(signal),
+            thumbnail_ref(signal),
         ))
         return True
 
@@ -119,7 +119,7 @@ class StreamRisk:
         return ev.ts + cat.half_life_s * math.log2(ev.value / target)
 
 
-def _thumbnail(signal: Signal) -> str:
+def thumbnail_ref(signal: Signal) -> str:
     """``evidence["thumbnail"]`` if an analyzer stored a frame, else ``frame:<index>`` of a video finding."""
     thumbnail = signal.evidence.get("thumbnail")
     if isinstance(thumbnail, str) and thumbnail:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc import sdp as aiortc_sdp
 
 from livesafe.auth import TokenSet
+from livesafe.core.ids import stream_id_problem
 from livesafe.ingest.source import IngestOptions
 from livesafe.ingest.webrtc import SDP_ERRORS, WebRTCSource, default_configuration
 
@@ -36,7 +36,6 @@ log = logging.getLogger(__name__)
 #: Either way the connection is closed.
 OnSession = Callable[[str, WebRTCSource, str], Awaitable[None]]
 
-STREAM_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,8 +106,7 @@ class WhipEndpoint:
     async def _post(self, request: web.Request) -> web.Response:
         backend = self._authenticate(request)
         stream_id = request.match_info["stream_id"]
-        if not STREAM_ID.fullmatch(stream_id):
-            reason = f"invalid stream id {stream_id!r}: use 1-128 of A-Z a-z 0-9 . _ : -"
+        if (reason := stream_id_problem(stream_id)) is not None:
             raise web.HTTPBadRequest(text=reason)
         if request.content_type != "application/sdp":
             raise web.HTTPUnsupportedMediaType(

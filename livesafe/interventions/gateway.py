@@ -69,15 +69,16 @@ from websockets.protocol import State
 
 from livesafe.auth import RELOAD_EVERY_S, TokenSet
 from livesafe.core.events import Ack, Intervention, InterventionLifted
+from livesafe.core.ids import stream_id_problem
 from livesafe.interventions.outbox import (
     DEFAULT_PREFIX,
     Delivery,
-    EventLog,
     Outbox,
     reraise_swallowed_cancel,
 )
 from livesafe.interventions.protocol import PROTOCOL, SUPPORTED, ProtocolError, check_incoming
 from livesafe.tasks import cancel_and_wait
+from livesafe.timeline.store import TimelineStore
 
 __all__ = ["PATH", "PROTOCOL", "SUPPORTED", "Gateway", "ProtocolError", "StreamEnded", "StreamStarted"]
 
@@ -209,9 +210,12 @@ class Gateway:
         rate_limit_per_s: float | None = 100.0,
         rate_burst: int = 200,
         tokens_reload_s: float = RELOAD_EVERY_S,
+        outbox: Outbox | None = None,
+        timeline: TimelineStore | None = None,
     ) -> None:
         """``tokens`` maps each accepted token to the backend name it authenticates; a :class:`TokenSet`
-        with a file is re-read every ``tokens_reload_s``. ``rate_limit_per_s=None`` lifts the rate limit."""
+        with a file is re-read every ``tokens_reload_s``. ``rate_limit_per_s=None`` lifts the rate limit.
+        ``outbox`` and ``timeline``: the deployment's (see :mod:`livesafe.app`); made here when not given."""
         if not tokens:
             raise ValueError("Gateway needs at least one token: no backend could ever connect")
         if max_in_flight < 1:
@@ -219,8 +223,9 @@ class Gateway:
         if rate_limit_per_s is not None and (rate_limit_per_s <= 0 or rate_burst < 1):
             raise ValueError(f"rate_limit_per_s must be > 0 and rate_burst >= 1, got {rate_limit_per_s}, "
                              f"{rate_burst}")
-        self.outbox = Outbox(redis_client, prefix=prefix, redeliver_after_s=ack_timeout_s)
-        self.events = EventLog(redis_client, prefix=prefix)
+        self.outbox = outbox or Outbox(redis_client, prefix=prefix, redeliver_after_s=ack_timeout_s)
+        #: Acks, nacks and applied reports are recorded in the session timeline of what they answer.
+        self.timeline = timeline or TimelineStore(redis_client, prefix=prefix)
         self.tokens = tokens if isinstance(tokens, TokenSet) else TokenSet(tokens)
         self.tokens_reload_s = tokens_reload_s
         self.max_in_flight = max_in_flight
@@ -690,12 +695,17 @@ class Gateway:
             return None
         done = result.message
         stream_id, media_ts, intervention_id, lift_id = str(msg.get("stream_id", "")), 0.0, key, ""
+        session = ""
         if isinstance(done, Intervention | InterventionLifted):
             stream_id, media_ts, intervention_id = done.stream_id, done.media_ts, done.intervention_id
+            session = done.session
         if isinstance(done, InterventionLifted) or "lift_id" in msg:
             lift_id = key
         reason = str(msg.get("detail", "") if status == "applied" else msg.get("reason", ""))
-        await self.events.append(
+        if (problem := stream_id_problem(stream_id)) is not None:  # nowhere to record it: say so, loudly
+            logger.error("%r %s %s settled but not recorded: %s", backend, status, key, problem)
+            return None
+        await self.timeline.record_ack(
             Ack(
                 stream_id=stream_id,
                 media_ts=media_ts,
@@ -705,6 +715,7 @@ class Gateway:
                 reason=reason,
                 lift_id=lift_id,
                 effects=tuple(msg.get("effects", ())),
+                session=session,
             )
         )
         log = logger.warning if status == "nack" else logger.info

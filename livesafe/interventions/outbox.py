@@ -1,15 +1,4 @@
-"""The event log and the durable intervention outbox, both Redis Streams.
-
-``EventLog`` is the append-only record of what happened (``{prefix}:events``), bounded by an
-approximate ``MAXLEN`` so a long-running monitor does not grow Redis without limit.
-
-The audit trail of one stream (every intervention, lift, ack, nack, applied and review verdict, in
-order, with who and when) is indexed as it is written: the same entry also goes, in the same Lua
-script and under the same entry id, to ``{prefix}:audit:{stream_id}``, so a query reads only that
-stream's entries (``XRANGE``), never a scan of the whole log. Retention: the last ``audit_maxlen``
-(default 10,000; trimmed approximately) entries per stream, and a stream's index expires
-``audit_ttl_s`` (default 30 days) after its last audited event. The entry id is the time Redis
-recorded it (milliseconds since the epoch) and serves as the pagination cursor.
+"""The durable intervention outbox, a Redis Stream (what happened is recorded by :mod:`livesafe.timeline`).
 
 ``Outbox`` (``{prefix}:outbox``) is how decisions (interventions and their lifts, each acknowledged by
 its key: ``intervention_id`` or ``lift_id``) reach the streaming backend at least once, even
@@ -29,10 +18,11 @@ that left the outbox without an ack (deleted by hand) are dropped from the queue
 an entry in no queue (published before queues existed) is never held back.
 
 Publishing is idempotent by key: a marker key ``{prefix}:outbox:id:<key>`` (with a TTL) is set in the
-same Lua script as the ``XADD``, so a replay or a retried publish never sends a decision twice, and the
-marker's value (the entry id) lets ``ack`` find the entry by its key.
+same Lua script as the ``XADD``, so a retried publish never sends a decision twice, and the marker's
+value (the entry id) lets ``ack`` find the entry by its key. Keys embed the stream's session (a new
+broadcast of a stream id gets new ids), so only a true repeat is refused, and the caller logs it.
 
-Both classes accept clients with or without ``decode_responses``. Keys of one prefix are not given
+The outbox accepts clients with or without ``decode_responses``. Keys of one prefix are not given
 a Redis Cluster hash tag; livesafe targets a single Redis server.
 """
 
@@ -43,7 +33,6 @@ import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import redis
@@ -51,13 +40,11 @@ import redis.asyncio
 from redis.typing import StreamIdT
 
 from livesafe.core.events import (
-    Ack,
     Deliverable,
     Event,
     EventFormatError,
     Intervention,
     InterventionLifted,
-    ReviewVerdict,
     delivery_key,
     from_dict,
     to_dict,
@@ -170,26 +157,6 @@ end
 return #found
 """
 
-# KEYS: event log, audit index. ARGV: log maxlen, audit maxlen, audit ttl s, type, stream_id, data.
-# The audit copy gets the log's entry id (a cursor valid in both), or a fresh one should the index
-# somehow be ahead (a clock step back after a failover).
-_APPEND_AUDITED = """
-local entry = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*',
-                         'type', ARGV[4], 'stream_id', ARGV[5], 'data', ARGV[6])
-local ok = redis.pcall('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], entry, 'type', ARGV[4], 'data', ARGV[6])
-if type(ok) == 'table' and ok.err then
-  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 'type', ARGV[4], 'data', ARGV[6])
-end
-redis.call('EXPIRE', KEYS[2], tonumber(ARGV[3]))
-return entry
-"""
-
-#: Event types indexed per stream for the audit trail.
-AUDITED = frozenset({"intervention", "intervention.lifted", "ack", "review"})
-#: Most audit entries kept per stream (approximately), and how long a stream's index outlives its last one.
-AUDIT_MAXLEN = 10_000
-AUDIT_TTL_S = 30 * 24 * 3600
-
 # KEYS: marker, stream. ARGV: group, queue key prefix. Returns {status, payload, entry}: status 'ok',
 # 'duplicate' or 'unknown'. The entry also leaves its stream's queue (the next one becomes the head).
 _ACK = """
@@ -230,162 +197,6 @@ def _fields(raw: Mapping[Any, Any] | None) -> dict[str, str]:
 
 def _dumps(event: Event) -> str:
     return json.dumps(to_dict(event), separators=(",", ":"), ensure_ascii=False)
-
-
-@dataclass(frozen=True, slots=True)
-class AuditEntry:
-    """One entry of a stream's audit trail: ``entry_id`` is also its id in the event log and its cursor."""
-
-    entry_id: str
-    event: Event
-
-    @property
-    def at(self) -> float:
-        """When it was recorded: Unix seconds, from the entry id (Redis server time)."""
-        return int(self.entry_id.split("-", 1)[0]) / 1000.0
-
-    @property
-    def what(self) -> str:
-        """``intervention``, ``lift``, ``ack``, ``nack``, ``applied``, ``overturn`` or ``uphold``."""
-        event = self.event
-        if isinstance(event, Ack):
-            return event.status
-        if isinstance(event, ReviewVerdict):
-            return event.verdict
-        return "lift" if isinstance(event, InterventionLifted) else event.type
-
-    @property
-    def who(self) -> str:
-        """The backend (acks), the reviewer (verdicts, overturns), or ``policy:NAME`` (decisions)."""
-        event = self.event
-        if isinstance(event, Ack):
-            return event.backend
-        if isinstance(event, ReviewVerdict):
-            return event.reviewer
-        if isinstance(event, InterventionLifted) and event.reviewer:
-            return event.reviewer
-        if isinstance(event, Intervention | InterventionLifted):
-            return f"policy:{event.policy}"
-        return ""
-
-    def as_dict(self) -> dict[str, Any]:
-        at = datetime.fromtimestamp(self.at, tz=UTC).isoformat(timespec="milliseconds")
-        return {"id": self.entry_id, "at": at.replace("+00:00", "Z"), "what": self.what, "who": self.who,
-                "stream_id": self.event.stream_id, "media_ts": self.event.media_ts,
-                "event": to_dict(self.event)}
-
-    def line(self) -> str:
-        """One human-readable line (the ``livesafe audit`` output)."""
-        event, detail = self.event, ""
-        if isinstance(event, Intervention):
-            effects = ",".join(event.effects)
-            detail = f"{event.intervention_id} {event.action}/{event.tier} {effects}: {event.reason}"
-        elif isinstance(event, InterventionLifted):
-            detail = f"{event.lift_id} of {event.intervention_id} ({event.reason}) {event.detail}"
-        elif isinstance(event, Ack):
-            detail = " ".join(x for x in (event.lift_id or event.intervention_id, ",".join(event.effects),
-                                          event.reason) if x)
-        elif isinstance(event, ReviewVerdict):
-            detail = f"{event.intervention_id} {event.note}".rstrip()
-        at = self.as_dict()["at"]
-        return f"{self.entry_id}  {at}  t={event.media_ts:8.2f}s  {self.what:<12} {self.who:<16} {detail}"
-
-
-class EventLog:
-    """Append-only log of livesafe events on the Redis Stream ``{prefix}:events``, with a per-stream
-    audit index (``{prefix}:audit:{stream_id}``) of interventions, lifts, acks and verdicts."""
-
-    def __init__(
-        self,
-        redis_client: redis.asyncio.Redis,
-        *,
-        prefix: str = DEFAULT_PREFIX,
-        maxlen: int = 100_000,
-        audit_maxlen: int = AUDIT_MAXLEN,
-        audit_ttl_s: int = AUDIT_TTL_S,
-    ) -> None:
-        self.redis = redis_client
-        self.key = f"{prefix}:events"
-        self.maxlen = maxlen
-        self.audit_maxlen = audit_maxlen
-        self.audit_ttl_s = audit_ttl_s
-        self._audit_prefix = f"{prefix}:audit:"
-        self._append_audited = self.redis.register_script(_APPEND_AUDITED)
-
-    def audit_key(self, stream_id: str) -> str:
-        return self._audit_prefix + stream_id
-
-    async def append(self, event: Event) -> str:
-        """Append ``event`` (as ``to_dict`` JSON), and index it in its stream's audit trail if it is
-        an intervention, lift, ack or verdict; returns the event log entry id."""
-        data = _dumps(event)
-        if event.type in AUDITED and event.stream_id:
-            entry = await self._append_audited(
-                keys=[self.key, self.audit_key(event.stream_id)],
-                args=[self.maxlen, self.audit_maxlen, self.audit_ttl_s, event.type, event.stream_id, data],
-            )
-            return _str(entry)
-        entry = await self.redis.xadd(
-            self.key,
-            {"type": event.type, "stream_id": event.stream_id, "data": data},
-            maxlen=self.maxlen,
-            approximate=True,
-        )
-        return _str(entry)
-
-    async def audit(self, stream_id: str, *, after: str | None = None, limit: int = 100) -> list[AuditEntry]:
-        """The audit trail of one stream, oldest first: up to ``limit`` entries after the cursor ``after``
-        (an entry id; ``None``: from the start). Reads only that stream's index."""
-        if limit < 1:
-            raise ValueError(f"limit must be >= 1, got {limit}")
-        if after is not None and not _is_entry_id(after):
-            raise ValueError(f"'after' must be an entry id like 1718000000000-0, got {after[:40]!r}")
-        lower = "-" if after is None else f"({after}"
-        batch = await self.redis.xrange(self.audit_key(stream_id), min=lower, max="+", count=limit)
-        out: list[AuditEntry] = []
-        for entry_id, raw in batch or []:
-            try:
-                out.append(AuditEntry(_str(entry_id), from_dict(json.loads(_fields(raw)["data"]))))
-            except (KeyError, ValueError, EventFormatError) as exc:
-                logger.warning("audit of %s: skipping unreadable entry %s: %s", stream_id, entry_id, exc)
-        return out
-
-    async def entries(
-        self, *, stream_id: str | None = None, start: str = "-", count: int | None = None
-    ) -> list[tuple[str, Event]]:
-        """``(entry_id, event)`` pairs, oldest first, from ``start`` (inclusive), of one stream or all.
-
-        Filtering by ``stream_id`` scans the log; ``count`` bounds the result, not the scan. An entry
-        that no longer parses is logged and skipped rather than failing the whole read.
-        """
-        out: list[tuple[str, Event]] = []
-        cursor, inclusive = start, True
-        while count is None or len(out) < count:
-            lower = cursor if inclusive else f"({cursor}"
-            batch = await self.redis.xrange(self.key, min=lower, max="+", count=500)
-            if not batch:
-                break
-            for entry_id, raw in batch:
-                fields = _fields(raw)
-                if stream_id is not None and fields.get("stream_id") != stream_id:
-                    continue
-                try:
-                    out.append((_str(entry_id), from_dict(json.loads(fields["data"]))))
-                except (KeyError, ValueError, EventFormatError) as exc:
-                    logger.warning("event log %s: skipping unreadable entry %s: %s", self.key, entry_id, exc)
-                if count is not None and len(out) >= count:
-                    break
-            cursor, inclusive = _str(batch[-1][0]), False
-        return out
-
-    async def read(
-        self, *, stream_id: str | None = None, start: str = "-", count: int | None = None
-    ) -> list[Event]:
-        """The events of :meth:`entries`, without their entry ids."""
-        return [event for _entry, event in await self.entries(stream_id=stream_id, start=start, count=count)]
-
-    async def length(self) -> int:
-        return int(await self.redis.xlen(self.key))
 
 
 @dataclass(frozen=True, slots=True)
