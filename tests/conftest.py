@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 import redis.asyncio
+
+from livesafe.ingest.opener import SourceRules
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_DIR = ROOT / "livesafe" / "demo"
@@ -58,3 +61,9 @@ async def prefix(r: redis.asyncio.Redis) -> AsyncIterator[str]:
     keys = [key async for key in r.scan_iter(match=f"{value}:*")]
     if keys:
         await r.delete(*keys)
+
+
+def source_rules() -> SourceRules:
+    """What the tests' services let a backend name: files under the temporary directory (pytest's tmp_path)
+    and the bundled demos, and the default URL schemes."""
+    return SourceRules(dirs=(Path(tempfile.gettempdir()), DEMO_DIR))

@@ -18,6 +18,8 @@ from livesafe.core.events import Ack, Intervention, InterventionLifted, ReviewVe
 from livesafe.core.policy import load_policy
 from livesafe.pipeline import Analyzers
 from livesafe.service import Service, ServiceOptions
+from tests.builders import records
+from tests.conftest import source_rules
 from tests.media import make_clip
 
 TOKENS = {"tok": "backend-a"}
@@ -26,7 +28,7 @@ AUTH = {"Authorization": "Bearer tok"}
 
 @pytest.fixture
 async def api(r: redis.asyncio.Redis, prefix: str) -> AsyncIterator[tuple[Service, str]]:
-    options = ServiceOptions(port=0, tokens=TOKENS, prefix=prefix, pacing="realtime")
+    options = ServiceOptions(port=0, tokens=TOKENS, prefix=prefix, pacing="realtime", sources=source_rules())
     async with Service(load_policy(), Analyzers(), r, options) as service:
         async with HttpServer(make_app(service, TOKENS)) as http:
             yield service, http.url
@@ -86,11 +88,11 @@ async def test_health_needs_no_token(api: tuple[Service, str]) -> None:
 async def running_stream_with_a_warning(service: Service, tmp_path: Path) -> Intervention:
     """A running stream (a real clip, no models) on which the core decided a warning."""
     clip = make_clip(tmp_path / "c.mp4", 30.0, size=(64, 48))
-    service.start_stream("s1", str(clip))
+    service.start_stream("s1", str(clip), trusted=True)
+    worker = service._running["s1"].worker
     threat = Signal("s1", 0.0, "threat", 0.9, "test", evidence={"text": "I'll find you"})
-    decision = service.monitor.step(threat)
-    [warn] = decision.interventions
-    await service._sink(warn)  # as the stream's worker would
+    await worker._signal(threat)  # as the stream's analyzers would: through the worker's one door
+    [warn] = worker.summary.interventions
     return warn
 
 
@@ -115,7 +117,7 @@ async def test_overturn_over_http_lifts_and_the_backend_gets_the_lift(
         assert got.lifted is not None and to_dict(got.lifted) == lift
         await backend.ack(got)
         await backend.ping()
-    events = await service.events.read(stream_id="s1")
+    events = await records(service.timeline, "s1")
     verdict = next(e for e in events if isinstance(e, ReviewVerdict))
     assert (verdict.verdict, verdict.reviewer, verdict.note) == ("overturn", "ana", "song lyrics")
     assert events.index(verdict) < next(i for i, e in enumerate(events) if isinstance(e, InterventionLifted))
@@ -131,12 +133,13 @@ async def test_overturn_over_http_lifts_and_the_backend_gets_the_lift(
 
 
 async def test_lift_decided_by_a_tick_reaches_the_backend(api: tuple[Service, str], tmp_path: Path) -> None:
-    """Risk falls on a calm stream: the worker sinks nothing, the relay still delivers the lift."""
+    """Risk falls on a calm stream: a tick that only lifts still delivers the lift (and records the tick)."""
     service, _ = api
     warn = await running_stream_with_a_warning(service, tmp_path)
-    deadline = service.monitor.next_deadline("s1")
+    worker = service._running["s1"].worker
+    deadline = worker.monitor.next_deadline("s1")
     assert deadline is not None
-    assert service.monitor.tick("s1", deadline).lifted == ()  # taken by the relay
+    await worker._tick(deadline)
     async with BackendClient(service.gateway.url, "tok", auto_ack=True) as backend:
         async with asyncio.timeout(10):
             first, second = await anext(backend), await anext(backend)

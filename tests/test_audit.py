@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from pathlib import Path
 
 import pytest
 import redis.asyncio
@@ -13,8 +14,9 @@ from livesafe.cli import main
 from livesafe.client import BackendClient
 from livesafe.core.events import Ack, Intervention, ReviewVerdict, RiskUpdate, Signal, StreamState, make_id
 from livesafe.interventions.gateway import Gateway
-from livesafe.interventions.outbox import EventLog
 from livesafe.store import open_redis
+from livesafe.timeline.sessions import new_session_id
+from livesafe.timeline.store import TimelineStore
 
 TOKEN = "t0ken-acme"
 WAIT = 5.0
@@ -28,7 +30,10 @@ def intervention(n: int, stream_id: str = "s1") -> Intervention:
     )
 
 
-async def fill(events: EventLog) -> list[str]:
+SESSION = new_session_id()
+
+
+async def fill(events: TimelineStore) -> list[str]:
     """Two streams' events, interleaved, audited and not; returns s1's audited entry ids in order."""
     ids: list[str] = []
     for event in (
@@ -44,7 +49,8 @@ async def fill(events: EventLog) -> list[str]:
         Ack("s2", 1.0, intervention(1, "s2").intervention_id, "nack", backend="globex", reason="offline"),
         intervention(2),
     ):
-        entry = await events.append(event)
+        entry = await (events.record_ack(event) if isinstance(event, Ack)
+                       else events.append(event.stream_id, SESSION, event))
         if event.stream_id == "s1" and event.type in ("intervention", "ack", "review"):
             ids.append(entry)
     return ids
@@ -53,10 +59,10 @@ async def fill(events: EventLog) -> list[str]:
 async def test_audit_lists_one_streams_decisions_and_answers_in_order(
     r: redis.asyncio.Redis, prefix: str
 ) -> None:
-    events = EventLog(r, prefix=prefix)
+    events = TimelineStore(r, prefix=prefix)
     ids = await fill(events)
     trail = await events.audit("s1")
-    assert [e.entry_id for e in trail] == ids  # the same ids as in the event log
+    assert [e.entry_id for e in trail] == ids  # the same ids as in the session's timeline
     assert [(e.what, e.who) for e in trail] == [
         ("intervention", "policy:default"), ("ack", "acme"), ("applied", "acme"), ("overturn", "ana"),
         ("intervention", "policy:default")]
@@ -69,11 +75,11 @@ async def test_audit_lists_one_streams_decisions_and_answers_in_order(
     assert "applied" in trail[2].line() and "banner shown" in trail[2].line()
     # The index is bounded in time: it expires after the retention period.
     ttl = await r.ttl(events.audit_key("s1"))
-    assert 0 < ttl <= events.audit_ttl_s
+    assert 0 < ttl <= events.retention.timeline_s
 
 
 async def test_audit_pages_with_an_after_cursor(r: redis.asyncio.Redis, prefix: str) -> None:
-    events = EventLog(r, prefix=prefix)
+    events = TimelineStore(r, prefix=prefix)
     ids = await fill(events)
     pages, after = [], None
     while True:
@@ -90,9 +96,9 @@ async def test_audit_pages_with_an_after_cursor(r: redis.asyncio.Redis, prefix: 
 
 
 async def test_audit_index_is_bounded_per_stream(r: redis.asyncio.Redis, prefix: str) -> None:
-    events = EventLog(r, prefix=prefix, audit_maxlen=10)
+    events = TimelineStore(r, prefix=prefix, audit_maxlen=10)
     for n in range(1, 501):
-        await events.append(intervention(n))
+        await events.append("s1", SESSION, intervention(n))
     trail = await events.audit("s1", limit=1000)
     assert len(trail) < 500  # trimmed (approximately, as Redis does cheaply)
     assert trail[-1].event.media_ts == 500.0  # the newest are kept
@@ -101,7 +107,7 @@ async def test_audit_index_is_bounded_per_stream(r: redis.asyncio.Redis, prefix:
 async def test_gateway_acks_reach_the_audit_trail(r: redis.asyncio.Redis, prefix: str) -> None:
     async with Gateway(r, {TOKEN: "acme"}, prefix=prefix) as gw, BackendClient(gw.url, TOKEN) as client:
         for n in (1, 2):
-            await gw.events.append(intervention(n))  # as the service records a decision
+            await gw.timeline.append("s1", SESSION, intervention(n))  # as the service records a decision
             await gw.outbox.publish(intervention(n))
         async with asyncio.timeout(WAIT):
             first = await anext(client)
@@ -109,20 +115,20 @@ async def test_gateway_acks_reach_the_audit_trail(r: redis.asyncio.Redis, prefix
             second = await anext(client)
         await client.nack(second, "stream already offline")
         await client.ping()
-        trail = await gw.events.audit("s1")
+        trail = await gw.timeline.audit("s1")
     assert [(e.what, e.who, e.event.media_ts) for e in trail] == [
         ("intervention", "policy:default", 1.0), ("intervention", "policy:default", 2.0),
         ("ack", "acme", 1.0), ("nack", "acme", 2.0)]
 
 
 def test_cli_prints_a_streams_audit_trail(
-    redis_url: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    redis_url: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     prefix = f"test-{uuid.uuid4().hex[:12]}"
 
     async def setup() -> list[str]:
         async with open_redis(redis_url) as client:
-            return await fill(EventLog(client, prefix=prefix))
+            return await fill(TimelineStore(client, prefix=prefix))
 
     async def cleanup() -> None:
         async with open_redis(redis_url) as client:
@@ -148,8 +154,11 @@ def test_cli_prints_a_streams_audit_trail(
 
         assert main(["audit", "nobody", "--redis-url", redis_url, "--prefix", prefix]) == 0
         assert "no audit entries for stream 'nobody'" in capsys.readouterr().err
+        # Without REDIS_URL it reads the embedded Redis of the data directory (here: an empty one).
         monkeypatch.delenv("REDIS_URL", raising=False)
-        assert main(["audit", "s1", "--redis-url", ""]) == 2
-        assert "REDIS_URL" in capsys.readouterr().err
+        assert main(["audit", "s1", "--redis-url", "", "--data-dir", str(tmp_path)]) == 0
+        assert "no audit entries for stream 's1'" in capsys.readouterr().err
+        assert main(["audit", "../etc", "--redis-url", redis_url]) == 2
+        assert "is not allowed" in capsys.readouterr().err
     finally:
         asyncio.run(cleanup())

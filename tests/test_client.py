@@ -14,10 +14,11 @@ import pytest
 import redis.asyncio
 
 from livesafe.client import BackendClient, Received
-from livesafe.core.events import Ack, Intervention, InterventionLifted, ReviewVerdict, Signal, make_id
+from livesafe.core.events import Intervention, InterventionLifted, ReviewVerdict, Signal, make_id
 from livesafe.core.monitor import Monitor
 from livesafe.core.policy import load_policy
 from livesafe.interventions.gateway import Gateway
+from tests.builders import recorded_acks
 from tests.waiting import until
 
 TOKEN = "t0ken-acme"
@@ -106,7 +107,7 @@ async def test_example_backend_applies_undoes_and_dedupes(gw: Gateway) -> None:
     text = out.getvalue()
     assert "WARN threat" in text and "LIFT" in text and "by ana" in text
     assert "notice stays on: 1 other intervention(s) need it" in text
-    acks = [e for e in await gw.events.read(stream_id="s1") if isinstance(e, Ack)]
+    acks = await recorded_acks(gw.timeline, "s1")
     assert [(a.status, a.intervention_id, a.lift_id) for a in acks] == [
         ("applied", warn.intervention_id, ""),
         ("applied", restrict.intervention_id, ""),
@@ -135,7 +136,7 @@ async def test_example_backend_runs_as_a_program(gw: Gateway) -> None:
     text = stdout.decode()
     assert "as backend 'acme'" in text
     assert "-> show the streamer an on-screen notice" in text and "-> remove the notice" in text
-    acks = [e for e in await gw.events.read(stream_id="s1") if isinstance(e, Ack)]
+    acks = await recorded_acks(gw.timeline, "s1")
     assert [(a.status, a.lift_id) for a in acks] == [("applied", ""), ("applied", lift.lift_id)]
     assert await gw.outbox.backlog() == 0
 

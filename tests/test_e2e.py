@@ -20,6 +20,8 @@ from livesafe.core.monitor import Monitor
 from livesafe.core.policy import load_policy
 from livesafe.pipeline import Analyzers
 from livesafe.service import Service, ServiceOptions
+from tests.builders import records
+from tests.conftest import source_rules
 
 pytestmark = pytest.mark.models
 
@@ -105,7 +107,8 @@ async def test_service_delivers_over_websocket_and_a_corrupt_stream_stops_alone(
     analyzers: Analyzers, r: redis.asyncio.Redis, prefix: str, tmp_path: Path
 ) -> None:
     policy = load_policy()
-    options = ServiceOptions(port=0, tokens={"tok": "backend-a"}, prefix=prefix, pacing="fast")
+    options = ServiceOptions(port=0, tokens={"tok": "backend-a"}, prefix=prefix, pacing="fast",
+                             sources=source_rules())
     junk = tmp_path / "junk.mp4"
     junk.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 40)
     async with Service(policy, analyzers, r, options) as service:
@@ -134,7 +137,7 @@ async def test_service_delivers_over_websocket_and_a_corrupt_stream_stops_alone(
             # Acks land in the event log, beside the interventions and signals.
             async with asyncio.timeout(10):
                 while True:
-                    events = await service.events.read(stream_id="live-1")
+                    events = await records(service.timeline, "live-1")
                     acked = {e.intervention_id for e in events if isinstance(e, Ack)}
                     if {iv.intervention_id for iv in received} <= acked:
                         break

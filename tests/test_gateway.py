@@ -17,6 +17,7 @@ from livesafe.client import AuthenticationError, BackendClient, GatewayError, Re
 from livesafe.core.events import Ack, Intervention, make_id
 from livesafe.interventions.gateway import PROTOCOL, Gateway, StreamEnded, StreamStarted
 from livesafe.interventions.protocol import check_outgoing
+from tests.builders import recorded_acks
 from tests.waiting import until
 
 TOKEN = "t0ken-acme"
@@ -75,7 +76,7 @@ async def next_received(client: BackendClient) -> Received:
 
 
 async def acks_in_log(gw: Gateway) -> list[Ack]:
-    return [e for e in await gw.events.read() if isinstance(e, Ack)]
+    return await recorded_acks(gw.timeline)
 
 
 # -- handshake --------------------------------------------------------------------------------------
@@ -268,7 +269,11 @@ async def test_malformed_messages_get_reasons_and_connection_stays_usable(gatewa
              "applied: effects.0: 'explode' is not one of"),
             ('{"type": "stream.started", "stream_id": "s9"}', "no stream handler"),
             ('{"type": "stream.started", "stream_id": ""}',
-             "stream.started: stream_id: '' should be non-empty"),
+             "stream.started: stream_id must not be empty"),
+            ('{"type": "stream.started", "stream_id": "../../x", "source": "a.mp4"}',
+             "stream_id '../../x' is not allowed: use letters, digits and . _ : -"),
+            ('{"type": "stream.started", "stream_id": "' + "x" * 500 + '", "source": "a.mp4"}',
+             "is 500 characters long; at most 128 are allowed"),
         ]
         for text, reason in cases:
             await ws.send(text)
@@ -354,8 +359,8 @@ async def test_printing_backend_prints_and_acks(
         printer = asyncio.create_task(print_interventions(gw.url, TOKEN))
         try:
             await gw.outbox.publish(intervention(1))
-            # Block on the event log until the ack lands there (an XREAD wait, not a sleep).
-            reply = await r.xread({gw.events.key: "0"}, block=int(WAIT * 1000))
+            # Block on the audit trail until the ack lands there (an XREAD wait, not a sleep).
+            reply = await r.xread({gw.timeline.audit_key("s1"): "0"}, block=int(WAIT * 1000))
             assert reply, "no ack was recorded"
         finally:
             printer.cancel()

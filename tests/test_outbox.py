@@ -1,4 +1,4 @@
-"""EventLog and Outbox over a real Redis (``redis_url``), each test under its own key prefix."""
+"""The Outbox over a real Redis (``redis_url``), each test under its own key prefix."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import redis.asyncio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from livesafe.core.events import Ack, Event, Intervention, InterventionLifted, Signal, make_id
-from livesafe.interventions.outbox import EventLog, Outbox
+from livesafe.core.events import Intervention, InterventionLifted, make_id
+from livesafe.interventions.outbox import Outbox
 from livesafe.store import open_redis
 
 
@@ -53,35 +53,6 @@ def intervention(n: int = 1, stream_id: str = "s1", **overrides: Any) -> Interve
     }
     fields.update(overrides)
     return Intervention(**fields)
-
-
-# -- EventLog ---------------------------------------------------------------------------------------
-
-
-async def test_event_log_round_trip_and_filter(r: redis.asyncio.Redis, prefix: str) -> None:
-    log = EventLog(r, prefix=prefix)
-    sig = Signal("s1", 1.5, "violence", 0.8, "text", evidence={"excerpt": "ich bin böse"})
-    events: list[Event] = [sig, intervention(1), Ack("s2", 3.0, "iv_x", backend="b"), intervention(2)]
-    for event in events:
-        await log.append(event)
-    assert await log.read() == events
-    assert await log.read(stream_id="s1") == [events[0], events[1], events[3]]
-    assert await log.read(stream_id="s2") == [events[2]]
-    assert await log.read(stream_id="s1", count=2) == events[:2]
-    entries = await log.entries()
-    assert await log.read(start=entries[2][0]) == events[2:]
-    assert await log.length() == 4
-
-
-async def test_event_log_is_bounded_and_skips_garbage(r: redis.asyncio.Redis, prefix: str) -> None:
-    log = EventLog(r, prefix=prefix, maxlen=100)
-    await r.xadd(log.key, {"type": "signal", "stream_id": "s1", "data": "{not json"})
-    for n in range(1000):
-        await log.append(Ack("s1", float(n), f"iv_{n}"))
-    assert 100 <= await log.length() < 1000  # MAXLEN ~ trims whole nodes, so roughly
-    events = await log.read()
-    assert all(isinstance(e, Ack) for e in events)
-    assert events[-1] == Ack("s1", 999.0, "iv_999")
 
 
 # -- Outbox -----------------------------------------------------------------------------------------

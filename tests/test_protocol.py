@@ -18,7 +18,6 @@ from websockets.exceptions import ConnectionClosed
 
 from livesafe.client import BackendClient
 from livesafe.core.events import (
-    Ack,
     Intervention,
     InterventionLifted,
     ReviewVerdict,
@@ -38,6 +37,7 @@ from livesafe.interventions.protocol import (
     incoming_types,
     schema,
 )
+from tests.builders import recorded_acks
 
 TOKEN = "t0ken-acme"
 TOKENS = {TOKEN: "acme"}
@@ -91,7 +91,7 @@ async def test_lift_is_delivered_in_order_and_acked_by_lift_id(gw: Gateway) -> N
             _ = second.intervention
         await client.ack(second)
         await client.ping()
-        acks = [e for e in await gw.events.read() if isinstance(e, Ack)]
+        acks = await recorded_acks(gw.timeline)
         assert [(a.intervention_id, a.lift_id, a.status, a.stream_id) for a in acks] == [
             (warn.intervention_id, "", "ack", "s1"), (warn.intervention_id, lift.lift_id, "ack", "s1")]
         assert await gw.outbox.backlog() == 0
@@ -109,7 +109,7 @@ async def test_applied_acknowledges_and_is_recorded_even_after_an_ack(gw: Gatewa
         await client.ack(second)
         await client.applied(second, "s1", ("notice",), "banner removed")  # after its ack: still recorded
         await client.ping()
-        acks = [e for e in await gw.events.read(stream_id="s1") if isinstance(e, Ack)]
+        acks = await recorded_acks(gw.timeline, "s1")
         assert [(a.status, a.lift_id, a.effects, a.reason) for a in acks] == [
             ("applied", "", ("notice",), "banner shown"),
             ("ack", lift.lift_id, (), ""),

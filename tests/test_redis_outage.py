@@ -19,8 +19,12 @@ from livesafe.core.policy import load_policy
 from livesafe.pipeline import Analyzers
 from livesafe.service import Service, ServiceOptions
 from livesafe.store import _redis_server_binary, open_redis
+from livesafe.timeline.sessions import new_session_id
+from tests.builders import records
 from tests.test_outbox import intervention
 from tests.waiting import until
+
+SESSION = new_session_id()
 
 
 def _port() -> int:
@@ -60,17 +64,17 @@ async def test_events_are_held_while_redis_is_down_and_delivered_when_it_is_back
         async with open_redis(url) as r:
             service = Service(load_policy(), Analyzers(), r, options)
             async with service:
-                await service._sink(Signal("s1", 1.0, "threat", 0.9, "test"))
+                await service._deliver("s1", SESSION, Signal("s1", 1.0, "threat", 0.9, "test"))
                 first.terminate()
                 first.wait(10)
-                held = asyncio.create_task(service._sink(intervention(1, stream_id="s1")))
+                held = asyncio.create_task(service._deliver("s1", SESSION, intervention(1, stream_id="s1")))
                 async with asyncio.timeout(10):
                     await until(lambda: service.redis_outages >= 1)
                 assert not held.done()  # waiting for Redis, not failed
                 with redis_server(port, tmp_path):
                     async with asyncio.timeout(30):
                         await held
-                    entries = await service.events.read()
+                    entries = await records(service.timeline, "s1", SESSION)
                     assert any(isinstance(e, Intervention) and e.seq == 1 for e in entries)
                     assert await service.outbox.backlog() == 1  # the decision reached the outbox
 

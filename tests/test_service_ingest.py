@@ -22,6 +22,8 @@ from livesafe.core.events import StreamState
 from livesafe.core.policy import load_policy
 from livesafe.pipeline import Analyzers
 from livesafe.service import Service, ServiceOptions
+from tests.builders import records
+from tests.conftest import source_rules
 from tests.test_webrtc import GradientTrack, ToneTrack, config, serve
 
 TOKENS = {"tok": "backend-a"}
@@ -29,7 +31,7 @@ TOKENS = {"tok": "backend-a"}
 
 @pytest.fixture
 async def service(r: redis.asyncio.Redis, prefix: str) -> AsyncIterator[tuple[Service, str]]:
-    options = ServiceOptions(port=0, tokens=TOKENS, prefix=prefix)
+    options = ServiceOptions(port=0, tokens=TOKENS, prefix=prefix, sources=source_rules())
     async with Service(load_policy(), Analyzers(), r, options) as svc:
         async with HttpServer(make_app(svc, TOKENS, svc.whip.routes())) as http:
             yield svc, http.url
@@ -65,7 +67,7 @@ async def test_whip_publisher_becomes_a_monitored_stream(service: tuple[Service,
         summary = await asyncio.wait_for(svc.wait("cam-1"), 30)
         assert summary is not None and summary.ingest["frames_sampled"] >= 2
         await backend.ping()
-    states = [e.state for e in await svc.events.read(stream_id="cam-1") if isinstance(e, StreamState)]
+    states = [e.state for e in await records(svc.timeline, "cam-1") if isinstance(e, StreamState)]
     assert states[0] == "live" and states[-1] in ("ended", "failed")
     assert [n["state"] for n in notices][:1] == ["live"]
 
@@ -147,5 +149,5 @@ async def test_service_pulls_a_whep_source(service: tuple[Service, str]) -> None
         assert summary is not None and not summary.error
         assert summary.ingest["frames_sampled"] >= frames + 2 and summary.ingest["audio_seconds"] >= 1.5
         assert not [t for t in asyncio.all_tasks() if t.get_name().startswith("webrtc-") and not t.done()]
-    states = [e.state for e in await svc.events.read(stream_id="pull-1") if isinstance(e, StreamState)]
+    states = [e.state for e in await records(svc.timeline, "pull-1") if isinstance(e, StreamState)]
     assert states == ["live", "stopped"]

@@ -25,7 +25,7 @@ import yaml
 from livesafe.core.events import CATEGORIES, EFFECTS, TIER_KINDS
 from livesafe.core.languages import check_language
 
-DEFAULT_POLICY_PATH = Path(__file__).resolve().parent / "configs" / "default.yaml"
+DEFAULT_POLICY_PATH = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
 SPEECH_BACKENDS = ("faster-whisper", "openai-whisper")
 #: The frame rate the motion (violence) analyzer is trained for and fed at (its own feed; see pipeline).
 MOTION_FPS = 8.0

@@ -16,6 +16,8 @@ from typing import Any
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
+from livesafe.core.ids import stream_id_problem
+
 #: The protocol this livesafe speaks, and every version it accepts in a backend's ``hello``.
 PROTOCOL = "livesafe.v1"
 SUPPORTED: tuple[str, ...] = (PROTOCOL,)
@@ -68,6 +70,8 @@ def _describe(error: ValidationError) -> str:
     elif error.validator == "type":
         got = type(error.instance).__name__
         what = f"must be of type {error.validator_value!r}, got {got}"
+    elif where == "stream_id" and (problem := stream_id_problem(error.instance)) is not None:
+        return problem[:MAX_REASON]  # names the allowed characters and length, quoting a short prefix
     else:
         what = error.message
     text = f"{where}: {what}" if where else what

@@ -21,6 +21,7 @@ it lives (a trimmed timeline could not be replayed); the audit trail keeps the l
 from __future__ import annotations
 
 import base64
+import dataclasses
 import calendar
 import json
 import logging
@@ -189,7 +190,7 @@ class TimelineStore:
             session = _str(found) if found is not None else ""
         if session:
             if session != ack.session:
-                ack = Ack(**{**{f: getattr(ack, f) for f in ack.__dataclass_fields__}, "session": session})
+                ack = dataclasses.replace(ack, session=session)
             return await self.append(ack.stream_id, session, ack)
         entry = await self.redis.xadd(
             self.audit_key(ack.stream_id), {"type": ack.type, "session": "", "data": dumps(ack)},
