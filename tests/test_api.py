@@ -66,7 +66,20 @@ async def test_start_list_and_end_a_stream(api: tuple[Service, str], tmp_path: P
         ("POST", "/v1/streams", {"headers": AUTH, "data": b"{not json"}, 400, "not JSON"),
         ("POST", "/v1/streams", {"headers": AUTH, "json": [1, 2]}, 400, "JSON object"),
         ("POST", "/v1/streams", {"headers": AUTH, "json": {"stream_id": "x"}}, 400, "'source'"),
-        ("POST", "/v1/streams", {"headers": AUTH, "json": {"source": "a.mp4"}}, 400, "'stream_id'"),
+        ("POST", "/v1/streams", {"headers": AUTH, "json": {"source": "a.mp4"}}, 400, "stream_id must be"),
+        ("POST", "/v1/streams", {"headers": AUTH, "json": {"stream_id": "../../x", "source": "rtmp://h/a"}},
+         400, "stream_id '../../x' is not allowed"),
+        ("POST", "/v1/streams", {"headers": AUTH, "json": {"stream_id": "x" * 5000, "source": "rtmp://h/a"}},
+         400, "is 5000 characters long"),
+        ("POST", "/v1/streams", {"headers": AUTH, "json": {"stream_id": "x", "source": "/etc/shadow"}},
+         400, "not under a configured source directory"),
+        ("POST", "/v1/streams", {"headers": AUTH, "json": {"stream_id": "x", "source": "ftp://h/a.mp4"}},
+         400, "scheme 'ftp' is not allowed"),
+        ("GET", "/v1/streams/a..b%2F/timeline", {"headers": AUTH}, 400, "is not allowed"),
+        ("GET", "/v1/streams/nobody/timeline", {"headers": AUTH}, 404, "no recorded session"),
+        ("GET", "/v1/streams/s1/timeline?session=../x", {"headers": AUTH}, 400, "not a session id"),
+        ("GET", "/v1/streams/s1/sessions/20261202T083000123Z-1a2b3c/evidence/frame:1", {"headers": AUTH},
+         404, "no evidence"),
         ("POST", "/v1/streams", {"headers": AUTH, "json": {"stream_id": "x", "source": "a", "metadata": 3}},
          400, "'metadata'"),
         ("DELETE", "/v1/streams/nope", {"headers": AUTH}, 404, "not being monitored"),
@@ -206,3 +219,27 @@ async def test_the_api_follows_a_reloaded_tokens_file(
             assert tokens.reload()  # what the gateway's reload task does every few seconds
             assert (await call("GET", f"{http.url}/v1/streams", headers=old))[0] == 401
             assert (await call("GET", f"{http.url}/v1/streams", headers=new))[0] == 200
+
+
+async def test_timeline_over_http_pages_a_sessions_record(api: tuple[Service, str], tmp_path: Path) -> None:
+    service, url = api
+    warn = await running_stream_with_a_warning(service, tmp_path)
+    session = service._running["s1"].worker.session
+    status, reply = await call("GET", f"{url}/v1/streams/s1/sessions", headers=AUTH)
+    assert status == 200 and [s["session"] for s in reply["sessions"]] == [session]
+    status, reply = await call("GET", f"{url}/v1/streams/s1/timeline?types=intervention,signal", headers=AUTH)
+    assert (status, reply["session"]) == (200, session)
+    assert [e["type"] for e in reply["entries"]] == ["signal", "intervention"]
+    assert reply["entries"][1]["intervention_id"] == warn.intervention_id
+    entries, after = [], ""
+    while True:
+        status, page = await call("GET", f"{url}/v1/streams/s1/timeline?session={session}&limit=1{after}",
+                                  headers=AUTH)
+        assert status == 200
+        entries += page["entries"]
+        if page["next"] is None:
+            break
+        after = f"&after={page['next']}"
+    assert entries[0]["type"] == "session.start" and len(entries) >= 4
+    status, bad = await call("GET", f"{url}/v1/streams/s1/timeline?types=nope", headers=AUTH)
+    assert status == 400 and "unknown entry types" in bad["reason"]
