@@ -103,6 +103,9 @@ async def running_stream_with_a_warning(service: Service, tmp_path: Path) -> Int
     clip = make_clip(tmp_path / "c.mp4", 30.0, size=(64, 48))
     service.start_stream("s1", str(clip), trusted=True)
     worker = service._running["s1"].worker
+    async with asyncio.timeout(10):  # the session's start is recorded before its worker runs
+        while not await service.timeline.sessions("s1"):  # noqa: ASYNC110 (a Redis read)
+            await asyncio.sleep(0.01)
     threat = Signal("s1", 0.0, "threat", 0.9, "test", evidence={"text": "I'll find you"})
     await worker._signal(threat)  # as the stream's analyzers would: through the worker's one door
     [warn] = worker.summary.interventions
