@@ -70,6 +70,8 @@ def test_replaying_the_recorded_signals_gives_exactly_the_same_interventions(
     threat_lines: list[dict[str, Any]],
 ) -> None:
     monitor = Monitor(load_policy())
+    summary = threat_lines[-1]
+    monitor.open(summary["stream_id"], summary["session"])  # the session `watch` ran (its ids depend on it)
     replayed: list[dict[str, Any]] = []
     for d in threat_lines:
         if d["type"] == "signal":

@@ -29,6 +29,11 @@ def analyzers() -> Analyzers:
     return Analyzers.load(load_policy())
 
 
+async def cli(*argv: str) -> int:
+    """``livesafe ARGV...`` in a thread (it runs its own event loop)."""
+    return await asyncio.to_thread(main, list(argv))
+
+
 async def broadcast(backend: BackendClient, service: Service, stream_id: str) -> list[Intervention]:
     """Announce the threat demo as ``stream_id``, ack everything until it ends; its interventions."""
     await backend.send_control({"type": "stream.started", "stream_id": stream_id,
@@ -99,19 +104,19 @@ async def test_a_stream_id_live_again_gets_its_interventions_again_and_each_sess
         assert report.recorded > len(recorded)  # risk updates and lifts too
     # The command line shows it: a readable table, JSON lines, and the replay check.
     args = ["--redis-url", redis_url, "--prefix", prefix]
-    assert main(["timeline", "chan-42", *args]) == 0
+    assert await cli("timeline", "chan-42", *args) == 0
     text = capsys.readouterr().out
     assert "session.start" in text and "transcript" in text and "INTERVENTION" not in text
     assert "WARN #" in text and "tick" not in text
-    assert main(["timeline", "chan-42", "--session", first[0].session, "--json", "--types",
-                 "intervention", *args]) == 0
+    assert await cli("timeline", "chan-42", "--session", first[0].session, "--json", "--types",
+                     "intervention", *args) == 0
     lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
     assert [x["intervention_id"] for x in lines] == [iv.intervention_id for iv in first]
-    assert main(["timeline", "chan-42", "--verify", "--types", "session.end", *args]) == 0
+    assert await cli("timeline", "chan-42", "--verify", "--types", "session.end", *args) == 0
     assert "exact:" in capsys.readouterr().out
-    assert main(["timeline", "chan-42", "--sessions", *args]) == 0
+    assert await cli("timeline", "chan-42", "--sessions", *args) == 0
     assert capsys.readouterr().out.split() == [first[0].session, second[0].session]
-    assert main(["timeline", "nobody", *args]) == 2
+    assert await cli("timeline", "nobody", *args) == 2
     assert "no recorded session" in capsys.readouterr().err
 
 

@@ -347,7 +347,7 @@ async def test_whip_refusals(whip: Whip) -> None:
     status, text, _ = await whip.post("s", b"v=0\r\n" + b"a=x\r\n" * 20000)
     assert status == 413
     status, text, _ = await whip.post("bad id!", offer)
-    assert status == 400 and "invalid stream id" in text
+    assert status == 400 and "is not allowed" in text
     assert not whip.endpoint.sessions and whip.sessions.empty()
 
     _pc, source = await whip.publish("dup", GradientTrack())
