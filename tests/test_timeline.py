@@ -49,7 +49,7 @@ async def record_session(store: TimelineStore, stream_id: str, session: str) -> 
     monitor.open(stream_id, session)
     await store.open_session(start(stream_id, session), POLICY)
     await store.append(stream_id, session, Transcript(stream_id, 0.1, 0.3, "I know where you live"))
-    ivs = []
+    ivs: list[Intervention] = []
     for event in synthetic_inputs(stream_id):
         if isinstance(event, Signal):
             d = monitor.step(event)
@@ -58,8 +58,10 @@ async def record_session(store: TimelineStore, stream_id: str, session: str) -> 
         else:
             d = monitor.tick(stream_id, event.media_ts)
             await store.append(stream_id, session, event)
-        for out in (*d.lifted, *d.interventions):
-            await store.append(stream_id, session, out)
+        for lift in d.lifted:
+            await store.append(stream_id, session, lift)
+        for iv in d.interventions:
+            await store.append(stream_id, session, iv)
         ivs += d.interventions
     await store.close_session(SessionEnd(stream_id, session, 150.0, "ended"))
     return ivs

@@ -21,8 +21,8 @@ it lives (a trimmed timeline could not be replayed); the audit trail keeps the l
 from __future__ import annotations
 
 import base64
-import dataclasses
 import calendar
+import dataclasses
 import json
 import logging
 import time
