@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import logging
 import os
@@ -350,12 +349,11 @@ def _webhooks(args: argparse.Namespace) -> tuple[WebhookEndpoint, ...]:
 
 
 async def _serve(args: argparse.Namespace, policy: Policy) -> int:
-    from livesafe.api import HttpServer, make_app
-    from livesafe.board.server import Board
+    from livesafe.app import AppOptions, open_app
     from livesafe.ingest.opener import DEFAULT_SCHEMES, SourceRules
     from livesafe.pipeline import Analyzers
-    from livesafe.service import Service, ServiceOptions
-    from livesafe.store import data_dir, open_redis
+    from livesafe.service import ServiceOptions
+    from livesafe.store import data_dir
 
     demo = args.command == "demo"
     tokens = _tokens(args, demo)
@@ -387,28 +385,20 @@ async def _serve(args: argparse.Namespace, policy: Policy) -> int:
             streams.append((check_stream_id(stream_id), source))
         except ValueError as exc:
             raise SystemExit(f"livesafe: bad --stream {spec[:60]!r}: {exc}") from None
-    redis_url = os.environ.get("REDIS_URL") or None
-    async with contextlib.AsyncExitStack() as stack:
-        board = None
-        if not args.no_board:
-            board = await stack.enter_async_context(
-                Board(args.host, args.board_port, policy_name=policy.name, policy_hash=policy.hash))
-        data = None if redis_url else (args.data_dir or data_dir())
-        redis_client = await stack.enter_async_context(open_redis(redis_url, data=data))
-        if data is not None:
-            print(f"timeline: embedded Redis, data kept in {data} (`livesafe timeline STREAM_ID` reads it)",
-                  flush=True)
-        service = await stack.enter_async_context(
-            Service(policy, analyzers, redis_client, options, board=board)
-        )
-        http = await stack.enter_async_context(
-            HttpServer(make_app(service, tokens, service.whip.routes()), args.host, args.http_port)
-        )
+    app_options = AppOptions(
+        options, redis_url=os.environ.get("REDIS_URL") or None, data_dir=args.data_dir or data_dir(),
+        http_port=args.http_port, board=not args.no_board, board_port=args.board_port,
+    )
+    async with open_app(policy, analyzers, app_options) as app:
+        service = app.service
+        if app.data_dir is not None:
+            print(f"timeline: embedded Redis, data kept in {app.data_dir} (`livesafe timeline STREAM_ID` "
+                  "reads it)", flush=True)
         print(f"backend websocket: {service.gateway.url} (Authorization: Bearer <token>)", flush=True)
-        print(f"control API: {http.url}/v1/streams, WHIP: {http.url}/whip/{{stream_id}} "
+        print(f"control API: {app.http.url}/v1/streams, WHIP: {app.http.url}/whip/{{stream_id}} "
               "(Authorization: Bearer <token>)", flush=True)
-        if board is not None:
-            print(f"board: {board.url}", flush=True)
+        if app.board is not None:
+            print(f"board: {app.board.url}", flush=True)
         if demo:
             return await _demo(service, args, stop)
         for stream_id, source in streams:

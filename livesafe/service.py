@@ -102,13 +102,19 @@ class Service:
         options: ServiceOptions,
         *,
         board: Board | None = None,
+        outbox: Outbox | None = None,
+        timeline: TimelineStore | None = None,
     ) -> None:
+        """``outbox`` and ``timeline``: the deployment's (:mod:`livesafe.app` builds one of each); made
+        here from ``redis_client`` when not given."""
         self.policy = policy
         self.analyzers = analyzers
         self.options = options
         #: The record of every session: inputs and decisions of the core, states, acks, evidence.
-        self.timeline = TimelineStore(redis_client, prefix=options.prefix, retention=policy.retention)
-        self.outbox = Outbox(redis_client, prefix=options.prefix, redeliver_after_s=options.ack_timeout_s)
+        self.timeline = timeline or TimelineStore(redis_client, prefix=options.prefix,
+                                                  retention=policy.retention)
+        self.outbox = outbox or Outbox(redis_client, prefix=options.prefix,
+                                       redeliver_after_s=options.ack_timeout_s)
         self.gateway = Gateway(
             redis_client,
             options.tokens,

@@ -234,7 +234,7 @@ async def test_webhook_and_websocket_share_a_stream_in_order(
 
             # The webhook may hold later ones of s1 but sends none before the websocket acks the head.
             async with asyncio.timeout(WAIT):
-                await until(lambda: hook.stats.delivered + len(hook._deferred) >= 3)
+                await until(lambda: hook.stats.delivered + len(hook.pump.deferred) >= 3)
             await asyncio.sleep(0.2)
             assert all(m["stream_id"] == "s2" for m in receiver.accepted)
             await ws_backend.ack(head)

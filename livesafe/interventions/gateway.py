@@ -70,11 +70,11 @@ from websockets.protocol import State
 from livesafe.auth import RELOAD_EVERY_S, TokenSet
 from livesafe.core.events import Ack, Intervention, InterventionLifted
 from livesafe.core.ids import stream_id_problem
+from livesafe.interventions.consumer import OutboxConsumer
 from livesafe.interventions.outbox import (
     DEFAULT_PREFIX,
     Delivery,
     Outbox,
-    reraise_swallowed_cancel,
 )
 from livesafe.interventions.protocol import PROTOCOL, SUPPORTED, ProtocolError, check_incoming
 from livesafe.tasks import cancel_and_wait
@@ -134,13 +134,8 @@ class _Connection:
     consumer: str
     bucket: TokenBucket | None
     strikes: TokenBucket | None
-    #: key (intervention_id or lift_id) -> outbox entry id, of deliveries held and not yet settled:
-    #: sent, or claimed and held back (``deferred``) until they are the head of their stream's queue.
-    in_flight: dict[str, str] = field(default_factory=dict)
-    #: outbox entry id -> delivery claimed but not sent: an earlier one of its stream is unacknowledged.
-    deferred: dict[str, Delivery] = field(default_factory=dict)
-    #: Set whenever a held delivery is settled (or taken over): the pump may claim more.
-    space: asyncio.Event = field(default_factory=asyncio.Event)
+    #: Its outbox consumer: what it holds unacknowledged (sent, or held back for its stream's turn).
+    delivery: OutboxConsumer
     limited: bool = False
     close: tuple[int, str] | None = None
 
@@ -247,8 +242,8 @@ class Gateway:
         self._server: Server | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._connections: dict[ServerConnection, _Connection] = {}
-        #: outbox entry id -> the connection holding it (sent, unacknowledged), across connections.
-        self._holders: dict[str, _Connection] = {}
+        #: outbox entry id -> the consumer (connection) holding it, across connections.
+        self._holders: dict[str, OutboxConsumer] = {}
         self._unsubscribe: Callable[[], None] | None = None
         # A connection at its in-flight limit re-checks with Redis this often: acks may have been
         # handled by another gateway process, which cannot tell this one.
@@ -381,11 +376,19 @@ class Gateway:
         self._connection_seq += 1
         consumer = f"{backend}:{self._instance}:{self._connection_seq}"
         limited = self.rate_limit_per_s is not None
+        async def send(delivery: Delivery) -> None:
+            await ws.send(json.dumps(delivery.wire()))
+
         conn = _Connection(
             ws, backend, token, consumer,
             bucket=TokenBucket(self.rate_limit_per_s, self.rate_burst) if self.rate_limit_per_s else None,
             # Dropped messages spend strikes; they come back over ten seconds. None left: closed.
             strikes=TokenBucket(self.rate_burst / 10.0, self.rate_burst) if limited else None,
+            delivery=OutboxConsumer(
+                self.outbox, consumer, send, max_in_flight=self.max_in_flight, batch_size=self.batch_size,
+                block_ms=self._block_ms, poll_s=self._deferred_poll_s, reconcile_s=self._reconcile_s,
+                holders=self._holders,
+            ),
         )
         logger.info("backend %r connected from %s as consumer %s", backend, ws.remote_address, consumer)
         hello = {
@@ -419,11 +422,7 @@ class Gateway:
             del self._connections[ws]
             if pump is not None:
                 await cancel_and_wait(pump)
-            for entry in conn.in_flight.values():
-                if self._holders.get(entry) is conn:
-                    del self._holders[entry]
-            conn.in_flight.clear()
-            conn.deferred.clear()
+            conn.delivery.clear()
             await self._release(consumer)
 
     @property
@@ -433,11 +432,11 @@ class Gateway:
 
     def in_flight(self) -> dict[str, int]:
         """Per consumer (connection), how many deliveries it holds unacknowledged (sent or held back)."""
-        return {conn.consumer: len(conn.in_flight) for conn in self._connections.values()}
+        return {conn.consumer: len(conn.delivery.in_flight) for conn in self._connections.values()}
 
     def deferred(self) -> dict[str, int]:
         """Per consumer (connection), how many of those it holds back, waiting for their stream's turn."""
-        return {conn.consumer: len(conn.deferred) for conn in self._connections.values()}
+        return {conn.consumer: len(conn.delivery.deferred) for conn in self._connections.values()}
 
     def notify(self, message: Mapping[str, Any]) -> int:
         """Send an informational message (e.g. ``stream.state``) to every connected backend, now.
@@ -465,9 +464,10 @@ class Gateway:
             logger.info("released %d unacknowledged interventions of %s for redelivery", released, consumer)
 
     async def _pump(self, conn: _Connection) -> None:
-        """Run :meth:`_deliver`; if it breaks, close the connection so the backend reconnects."""
+        """Run the connection's outbox consumer; if it breaks, close the connection so the backend
+        reconnects (what it held is released by the handler)."""
         try:
-            await self._deliver(conn)
+            await conn.delivery.run()
         except ConnectionClosed:
             return  # the handler releases what this consumer still holds
         except Exception:
@@ -479,136 +479,11 @@ class Gateway:
         and wake the connections holding back later deliveries of its stream (one is the head now)."""
         holder = self._holders.pop(entry_id, None)
         if holder is not None:
-            self._forget(holder, entry_id, key)
+            holder.forget(entry_id, key)
         if stream_id is not None:
             for conn in self._connections.values():
-                if any(d.message.stream_id == stream_id for d in conn.deferred.values()):
-                    conn.space.set()
-
-    @staticmethod
-    def _forget(conn: _Connection, entry_id: str, key: str) -> None:
-        conn.in_flight.pop(key, None)
-        conn.deferred.pop(entry_id, None)
-        conn.space.set()
-
-    def _hold(self, conn: _Connection, entry_id: str, key: str) -> None:
-        """``conn`` holds this delivery now (taken over from a connection that timed out)."""
-        previous = self._holders.get(entry_id)
-        if previous is not None and previous is not conn:
-            self._forget(previous, entry_id, key)
-        self._holders[entry_id] = conn
-        conn.in_flight[key] = entry_id
-
-    async def _reconcile(self, conn: _Connection) -> None:
-        """Forget held deliveries that Redis says this consumer no longer holds (acked elsewhere)."""
-        try:
-            held = await self.outbox.held(conn.consumer, count=self.max_in_flight + self.batch_size)
-        except redis.RedisError as exc:
-            reraise_swallowed_cancel()
-            logger.warning("could not check %s's in-flight deliveries: %s", conn.consumer, exc)
-            return
-        reraise_swallowed_cancel()
-        for key, entry in list(conn.in_flight.items()):
-            if entry not in held:
-                self._settled(entry, key)
-                self._forget(conn, entry, key)
-
-    async def _resend_overdue(self, conn: _Connection) -> None:
-        """At the limit, still resend what this connection holds past the ack timeout."""
-        try:
-            deliveries = await self.outbox.reclaim_own(conn.consumer, count=self.batch_size)
-        except redis.RedisError as exc:
-            reraise_swallowed_cancel()
-            logger.warning("could not resend %s's overdue deliveries: %s", conn.consumer, exc)
-            return
-        reraise_swallowed_cancel()
-        await self._dispatch(conn, deliveries)  # only heads are reclaimed: sent at once
-
-    async def _dispatch(self, conn: _Connection, deliveries: list[Delivery]) -> None:
-        """Send what is the head of its stream's queue; hold the rest back (see :meth:`_send_heads`)."""
-        for delivery in deliveries:
-            self._hold(conn, delivery.entry_id, delivery.key)
-            conn.deferred[delivery.entry_id] = delivery
-        await self._check(conn, deliveries)
-
-    async def _send_heads(self, conn: _Connection) -> None:
-        """Send the held-back deliveries that became the heads of their streams' queues."""
-        await self._check(conn, list(conn.deferred.values()))
-
-    async def _check(self, conn: _Connection, deliveries: list[Delivery]) -> None:
-        if not deliveries:
-            return
-        try:
-            verdicts = await self.outbox.heads(conn.consumer, deliveries)
-        except redis.RedisError as exc:
-            reraise_swallowed_cancel()  # they stay held back; the next check sends them
-            logger.warning("could not check the order of %s's deliveries: %s", conn.consumer, exc)
-            return
-        reraise_swallowed_cancel()
-        for delivery, verdict in zip(deliveries, verdicts, strict=True):
-            if conn.deferred.get(delivery.entry_id) is not delivery:
-                continue  # settled or taken over meanwhile
-            if verdict == "send":
-                del conn.deferred[delivery.entry_id]
-                await self._send(conn, delivery)
-            elif verdict == "gone":
-                if self._holders.get(delivery.entry_id) is conn:
-                    del self._holders[delivery.entry_id]
-                self._forget(conn, delivery.entry_id, delivery.key)
-
-    async def _send(self, conn: _Connection, delivery: Delivery) -> None:
-        self._hold(conn, delivery.entry_id, delivery.key)
-        conn.deferred.pop(delivery.entry_id, None)
-        await conn.ws.send(json.dumps(delivery.wire()))
-
-    async def _deliver(self, conn: _Connection) -> None:
-        """Send this consumer's outbox deliveries until the connection closes; survive Redis outages.
-
-        Never more than ``max_in_flight`` held at once (sent or held back): at the limit, wait for
-        acks. A delivery is sent only as the head of its stream's queue (every earlier one of its
-        stream acknowledged); until then it is held back and checked again whenever an ack here
-        settles one of its stream, and every ``_deferred_poll_s`` for acks made elsewhere.
-        """
-        delay = 0.1
-        # Near the limit, wait for a batch's worth of room rather than claiming one by one.
-        refill_at = max(1, min(self.batch_size, self.max_in_flight // 2))
-        reconciled = time.monotonic()
-        while True:
-            conn.space.clear()
-            if conn.deferred:
-                await self._send_heads(conn)
-            free = self.max_in_flight - len(conn.in_flight)
-            if free >= refill_at:
-                try:
-                    deliveries = await self.outbox.claim(
-                        conn.consumer, count=min(self.batch_size, free),
-                        block_ms=None if conn.deferred else self._block_ms,
-                    )
-                except redis.RedisError as exc:
-                    reraise_swallowed_cancel()
-                    logger.warning("outbox read failed for %s, retrying in %.1fs: %s", conn.consumer, delay,
-                                   exc)
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 5.0)
-                    continue
-                reraise_swallowed_cancel()
-                delay = 0.1
-                if deliveries:
-                    await self._dispatch(conn, deliveries)
-                    continue
-                if not conn.deferred:
-                    continue  # the read waited for news already
-            try:
-                async with asyncio.timeout(self._deferred_poll_s if conn.deferred else self._reconcile_s):
-                    await conn.space.wait()
-            except TimeoutError:
-                pass
-            if (self.max_in_flight - len(conn.in_flight) < refill_at
-                    and time.monotonic() - reconciled >= self._reconcile_s):
-                reconciled = time.monotonic()
-                await self._reconcile(conn)
-                if self.max_in_flight - len(conn.in_flight) < refill_at:
-                    await self._resend_overdue(conn)
+                if conn.delivery.waits_for(stream_id):
+                    conn.delivery.space.set()
 
     # -- messages --------------------------------------------------------------------------------
 
@@ -631,7 +506,7 @@ class Gateway:
             return True
         if isinstance(msg, dict) and msg.get("type") in _ANSWERS:
             key = msg.get("lift_id") or msg.get("intervention_id")
-            if isinstance(key, str) and key in conn.in_flight:
+            if isinstance(key, str) and conn.delivery.holds(key):
                 return True  # answers to what it holds: bounded by max_in_flight, never dropped
         return conn.bucket.take()
 

@@ -41,6 +41,7 @@ import aiohttp
 import redis
 from standardwebhooks import Webhook, WebhookVerificationError
 
+from livesafe.interventions.consumer import OutboxConsumer
 from livesafe.interventions.outbox import Delivery, Outbox, reraise_swallowed_cancel
 from livesafe.tasks import cancel_and_wait
 
@@ -159,8 +160,13 @@ class WebhookDispatcher:
         self._session: aiohttp.ClientSession | None = None
         self._task: asyncio.Task[None] | None = None
         self._rng = random.Random()
-        #: entry id -> claimed delivery held back: an earlier one of its stream is unacknowledged.
-        self._deferred: dict[str, Delivery] = {}
+        #: The outbox consumer (shared with the websocket gateway): holds up to ``batch_size`` claimed
+        #: deliveries, sends each as the head of its stream's queue, one at a time, in order.
+        self.pump = OutboxConsumer(
+            outbox, self.consumer, self._deliver, max_in_flight=batch_size, batch_size=batch_size,
+            refill_at=1, block_ms=block_ms, poll_s=poll_s, reconcile_s=max(poll_s, 1.0),
+            initial_backoff_s=initial_backoff_s, max_backoff_s=max_backoff_s,
+        )
 
     async def __aenter__(self) -> WebhookDispatcher:
         await self.start()
@@ -173,12 +179,12 @@ class WebhookDispatcher:
         if self._task is not None:
             return
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.endpoint.timeout_s))
-        self._task = asyncio.create_task(self._run(), name=f"webhook-{self.endpoint.name}")
+        self._task = asyncio.create_task(self.pump.run(), name=f"webhook-{self.endpoint.name}")
 
     async def aclose(self) -> None:
         task, self._task = self._task, None
         await cancel_and_wait(task)
-        self._deferred.clear()
+        self.pump.clear()
         session, self._session = self._session, None
         if session is not None:
             await session.close()
@@ -188,43 +194,6 @@ class WebhookDispatcher:
             log.warning("%s: could not release pending interventions (resent after timeout): %s",
                         self.consumer, exc)
 
-    async def _run(self) -> None:
-        delay = self.initial_backoff_s
-        while True:
-            try:
-                if self._deferred:
-                    await self._deliver_heads(list(self._deferred.values()))
-                deliveries: list[Delivery] = []
-                room = self.batch_size - len(self._deferred)
-                if room > 0:
-                    deliveries = await self.outbox.claim(
-                        self.consumer, count=room, block_ms=None if self._deferred else self.block_ms
-                    )
-                if deliveries:
-                    self._deferred.update((d.entry_id, d) for d in deliveries)
-                    await self._deliver_heads(deliveries)
-            except redis.RedisError as exc:
-                reraise_swallowed_cancel()
-                log.warning("%s: outbox read failed, retrying in %.1fs: %s", self.consumer, delay, exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self.max_backoff_s)
-                continue
-            reraise_swallowed_cancel()
-            delay = self.initial_backoff_s
-            if self._deferred and not deliveries:
-                await asyncio.sleep(self.poll_s)  # for acks of earlier ones, wherever they are made
-
-    async def _deliver_heads(self, deliveries: list[Delivery]) -> None:
-        """Deliver, in order, those of ``deliveries`` that are the heads of their streams' queues;
-        keep the others held back; forget those no longer held (taken over after a timeout)."""
-        verdicts = await self.outbox.heads(self.consumer, deliveries)
-        for delivery, verdict in zip(deliveries, verdicts, strict=True):
-            if self._deferred.get(delivery.entry_id) is not delivery or verdict == "wait":
-                continue
-            del self._deferred[delivery.entry_id]
-            if verdict == "send":
-                await self._deliver(delivery)
-
     async def _deliver(self, delivery: Delivery) -> None:
         """POST one delivery until the endpoint takes or refuses it; then acknowledge it."""
         delay = self.initial_backoff_s
@@ -233,6 +202,7 @@ class WebhookDispatcher:
             outcome, status = await self._post(delivery, attempt)
             if outcome in ("delivered", "rejected"):
                 await self._ack(delivery, outcome, status)
+                self.pump.settle(delivery.entry_id, delivery.key)
                 return
             self.stats.retries += 1
             attempt += 1
@@ -241,6 +211,7 @@ class WebhookDispatcher:
             if not await self._still_held(delivery):
                 log.warning("%s: %s was taken over by another consumer after the ack timeout; "
                             "no longer retrying it", self.consumer, delivery.key)
+                self.pump.forget(delivery.entry_id, delivery.key)
                 return
 
     async def _still_held(self, delivery: Delivery) -> bool:
