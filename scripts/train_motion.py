@@ -6,7 +6,7 @@ al. 2019, MIT repo), read in place and never copied. Each clip is decoded with P
 ``--stride`` frames; a clip's score is the mean probability of its windows.
 
 Evaluation is by clip, never by window: a stratified held-out split and stratified 5-fold cross-validation
-over all clips. The split is :func:`livesafe.analyzers.motion.fight_split` (25 % held out, seed 0), the
+over all clips. The split is :func:`livesafe.eval.video.fight_split` (25 % held out, seed 0), the
 same helper ``livesafe eval --dataset fight_clips`` reads, so the evaluation set is exactly the clips this
 script does not train on. The shipped head is the one fitted on the training part of the split, so the
 held-out figures describe exactly the shipped parameters and the held-out clips (listed in its metadata)
@@ -37,15 +37,12 @@ sys.path.insert(0, str(ROOT))
 from livesafe.analyzers.motion import (  # noqa: E402
     FEATURE_NAMES,
     REQUIRED_FPS,
-    SPLIT_SEED,
-    SPLIT_TEST_SIZE,
     WINDOW_FRAMES,
-    fight_split,
-    read_fight_clips,
     sample_clip,
     to_small_gray,
     window_features,
 )
+from livesafe.eval.video import SPLIT_SEED, SPLIT_TEST_SIZE, fight_split, read_fight_clips  # noqa: E402
 
 FloatArray = npt.NDArray[np.float64]
 

@@ -72,15 +72,15 @@ from livesafe.analyzers.text import (  # noqa: E402
     TextOptions,
     normalize,
 )
-from livesafe.eval import (  # noqa: E402
+from livesafe.eval.datasets import (  # noqa: E402
     ETHOS_TEST_SIZE,
     SPLIT_SEED,
     TEST_SIZE,
-    expected_calibration_error,
     read_cssrs,
     read_davidson,
     read_ethos,
 )
+from livesafe.eval.metrics import expected_calibration_error  # noqa: E402
 
 SEEDS_PATH = ROOT / "livesafe" / "analyzers" / "data" / "text_seeds.yaml"
 HEAD_CATEGORIES = ("hate", "harassment", "threat", "self_harm", "sexual_solicitation", "scam")

@@ -11,30 +11,30 @@ from typing import Any
 import pytest
 
 from livesafe.core.policy import Policy, load_policy
-from livesafe.eval import (
-    DATASETS,
+from livesafe.eval import main
+from livesafe.eval.cli import format_table
+from livesafe.eval.datasets import (
     DataNotFoundError,
     TextSet,
-    binary_metrics,
-    calibration_metrics,
     cssrs_split,
     davidson_split,
     ethos_split,
     ethos_violence_dev,
     ethos_violence_split,
-    eval_speech,
-    eval_text,
-    expected_calibration_error,
-    format_table,
     load_functional,
     load_speech_refs,
-    main,
-    normalize_words,
     read_davidson,
     read_ethos_violence,
-    run_eval,
+)
+from livesafe.eval.metrics import (
+    binary_metrics,
+    calibration_metrics,
+    expected_calibration_error,
+    normalize_words,
     wer,
 )
+from livesafe.eval.registry import DATASETS
+from livesafe.eval.runner import eval_speech, eval_text, run_eval
 
 ROOT = Path(__file__).resolve().parent.parent
 

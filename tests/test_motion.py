@@ -18,16 +18,16 @@ from livesafe.analyzers.motion import (
     WINDOW_FRAMES,
     MotionOptions,
     MotionViolenceAnalyzer,
-    fight_split,
     load_head,
-    read_fight_clips,
     sample_clip,
     to_small_gray,
     window_features,
 )
 from livesafe.core.events import Signal, VideoSample
 from livesafe.core.policy import MOTION_FPS, load_policy
-from livesafe.eval import load_fight_clips, main, run_eval
+from livesafe.eval import main
+from livesafe.eval.runner import run_eval
+from livesafe.eval.video import fight_split, load_fight_clips, read_fight_clips
 
 
 @pytest.fixture(scope="module")

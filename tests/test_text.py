@@ -31,7 +31,7 @@ from livesafe.analyzers.text import (
 )
 from livesafe.core.events import Transcript
 from livesafe.core.policy import load_policy
-from livesafe.eval import load_functional
+from livesafe.eval.datasets import load_functional
 
 BENIGN_EVERYDAY = (
     "this boss fight is killing me",

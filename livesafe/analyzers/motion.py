@@ -19,9 +19,9 @@ more than :data:`MAX_GAP_FACTOR` sampling periods (a frame dropped under load, a
 so a too sparse feed never yields a meaningless signal. :attr:`MotionViolenceAnalyzer.starved` tells
 whether a stream's frames arrive too sparsely.
 
-**Data split.** :func:`fight_split` is the one split of ``fight_train`` into training and held-out clips:
-``scripts/train_motion.py`` fits the shipped head on its training part and ``livesafe eval``'s
-``fight_clips`` data set is its held-out part.
+**Data split.** The labelled clips and their one split into training and held-out clips are read by
+:mod:`livesafe.eval.video` (:func:`~livesafe.eval.video.fight_split`): ``scripts/train_motion.py`` fits
+the shipped head on its training part and ``livesafe eval``'s ``fight_clips`` data set is its held-out part.
 
 Signals are emitted every ``emit_every_s`` media seconds once the window is full; the score is the
 model's probability (logistic regression on standardised features, trained with balanced classes).
@@ -49,15 +49,11 @@ from livesafe.core.events import Signal, VideoSample
 __all__ = [
     "FEATURE_NAMES",
     "REQUIRED_FPS",
-    "SPLIT_SEED",
-    "SPLIT_TEST_SIZE",
     "WINDOW_FRAMES",
     "MotionHead",
     "MotionOptions",
     "MotionViolenceAnalyzer",
-    "fight_split",
     "load_head",
-    "read_fight_clips",
     "sample_clip",
     "to_small_gray",
     "window_features",
@@ -77,9 +73,6 @@ MOVE_THRESHOLD = 25
 GRID = 4
 #: Normal flow is only measured where the spatial gradient exceeds this (0..255 per pixel).
 GRAD_THRESHOLD = 12.0
-#: Held-out share and seed of :func:`fight_split` (training and evaluation both use these).
-SPLIT_TEST_SIZE = 0.25
-SPLIT_SEED = 0
 
 FEATURE_NAMES: tuple[str, ...] = (
     "energy_mean",  # mean |diff| over pixels, averaged over the window's frame pairs
@@ -287,38 +280,6 @@ def sample_clip(
             rgb = np.asarray(frame.to_ndarray(format="rgb24", width=width, height=height), dtype=np.uint8)
             out.append((round(ts, 6), rgb))
     return out
-
-
-def read_fight_clips(folder: Path) -> tuple[list[Path], list[int]]:
-    """Every clip of a ``fight_train`` folder and its label: ``fight/*.mp4`` (1) then ``noFight/*.mp4`` (0),
-    each sorted by name."""
-    clips: list[Path] = []
-    labels: list[int] = []
-    for label, sub in ((1, "fight"), (0, "noFight")):
-        found = sorted((folder / sub).glob("*.mp4"))
-        clips += found
-        labels += [label] * len(found)
-    return clips, labels
-
-
-def fight_split(
-    folder: Path, test_size: float = SPLIT_TEST_SIZE, seed: int = SPLIT_SEED
-) -> tuple[list[int], list[int]]:
-    """Indices into :func:`read_fight_clips` of the training and the held-out clips.
-
-    A stratified ``train_test_split`` with a fixed seed, so it is the same on every machine; indices come
-    in the order that split returns them (training depends on it). Raises FileNotFoundError when the
-    folder holds no clips.
-    """
-    from sklearn.model_selection import train_test_split
-
-    clips, labels = read_fight_clips(folder)
-    if not clips:
-        raise FileNotFoundError(f"no fight_train clips under {folder}")
-    train, test = train_test_split(
-        list(range(len(clips))), test_size=test_size, stratify=labels, random_state=seed
-    )
-    return [int(i) for i in train], [int(i) for i in test]
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,129 @@
+"""``livesafe eval``: measure the text classifier, speech recognition and the motion analyzer on the
+shared data sets, and print the figures.
+
+    python -m livesafe.eval [--data DIR] [--dataset NAME ...] [--limit N] [--json] [--policy FILE]
+
+Reads ``../shared/data`` beside the checkout (or ``$LIVESAFE_SHARED_DATA``, or ``--data``); see its
+``MANIFEST.md``. The data sets are listed in :mod:`livesafe.eval.registry`, what is measured in
+:mod:`livesafe.eval.runner`. ``--limit N`` keeps, per data set, a deterministic sample of N items (seed 0,
+in data order), for quick runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from livesafe.core.policy import PolicyError, load_policy
+from livesafe.eval.datasets import DataNotFoundError
+from livesafe.eval.registry import DATASETS
+from livesafe.eval.runner import default_data_dir, run_eval
+
+__all__ = ["format_table", "main"]
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """The figures of :func:`run_eval` as plain-text tables."""
+    lines = [f"policy {result['policy']}, data {result['data_dir']}, limit {result['limit']}"]
+    text = {k: v for k, v in result["datasets"].items() if v["kind"] in ("text", "video")}
+    if text:
+        lines += [
+            "",
+            f"{'dataset':<15} {'category':<11} {'floor':>5} {'n':>6} {'support':>7} "
+            f"{'precision':>9} {'recall':>6} {'f1':>6} {'accuracy':>8} "
+            f"{'p@0.9 (n)':>12} {'p@0.5 (n)':>12} {'ece':>6}",
+        ]
+
+        def at(m: dict[str, Any], t: float) -> str:
+            p = m.get(f"precision_at_{t}")
+            return f"{'-' if p is None else f'{p:.3f}':>5} ({m.get(f'n_at_{t}', 0)})"
+
+        for name, ds in text.items():
+            for cat, m in ds["categories"].items():
+                lines.append(
+                    f"{name:<15} {cat:<11} {m['floor']:>5.2f} {m['n']:>6} {m['support']:>7} "
+                    f"{m['precision']:>9.3f} {m['recall']:>6.3f} {m['f1']:>6.3f} {m['accuracy']:>8.3f} "
+                    f"{at(m, 0.9):>12} {at(m, 0.5):>12} {m['ece']:>6.3f}"
+                )
+        for name, ds in text.items():
+            if not ds.get("tags"):
+                continue
+            cats = list(ds["categories"])
+            lines += ["", f"{name}: accuracy per functionality (right in every category; per category)"]
+            lines.append(f"  {'tag':<26} {'n':>4} {'accuracy':>8} " + " ".join(f"{c:>8}" for c in cats))
+            for tag, t in ds["tags"].items():
+                lines.append(
+                    f"  {tag:<26} {t['n']:>4} {t['accuracy']:>8.3f} "
+                    + " ".join(f"{t[c]:>8.3f}" for c in cats)
+                )
+    for name, ds in result["datasets"].items():
+        if ds["kind"] != "speech":
+            continue
+        lines += [
+            "",
+            f"{name}: {ds.get('model', '')} WER per clip (lower-cased, punctuation stripped; numbers not "
+            "spelled out)",
+        ]
+        for clip in ds["clips"]:
+            where = clip["path"] + (f" [ch {clip['channel']}]" if clip["channel"] is not None else "")
+            lines.append(f"  {clip['wer']:>6.3f}  {where:<42} {clip['hypothesis']}")
+        lines.append(
+            f"  {ds['wer']:>6.3f}  overall ({ds['n']} clips, {sum(c['words'] for c in ds['clips'])} words)"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        prog="livesafe eval",
+        description="Measure the text classifier and speech recognition on the shared data sets.",
+    )
+    ap.add_argument("--data", type=Path, default=None, help="shared data directory (default: %(default)s)")
+    ap.add_argument("--dataset", action="append", choices=list(DATASETS), help="data set to run (repeatable)")
+    ap.add_argument("--limit", type=int, default=None, help="at most N items per data set (a fixed sample)")
+    ap.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    ap.add_argument("--policy", type=Path, default=None, help="policy file (default: the bundled one)")
+    ap.add_argument("--speech-model", default="tiny.en", help="Whisper tiny.en (default), base, or a dir")
+    ap.add_argument(
+        "--speech-language", default=None, help="language code or auto (default: en, or auto for base)"
+    )
+    ap.set_defaults(data=default_data_dir())
+    args = ap.parse_args(argv)
+    if args.limit is not None and args.limit < 1:
+        ap.error("--limit must be at least 1")
+    if args.speech_language is not None:
+        from livesafe.core.languages import check_language
+
+        problem = check_language(args.speech_model, args.speech_language)
+        if problem:
+            ap.error(problem)
+    data_dir: Path = args.data
+    if not data_dir.is_dir():
+        print(
+            f"livesafe eval: shared data directory not found: {data_dir} "
+            "(pass --data DIR or set LIVESAFE_SHARED_DATA)",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        policy = load_policy(args.policy)
+    except PolicyError as exc:
+        print(f"livesafe eval: {exc}", file=sys.stderr)
+        return 2
+    try:
+        result = run_eval(
+            args.dataset, data_dir, policy, args.limit, args.speech_model, args.speech_language
+        )
+    except DataNotFoundError as exc:
+        print(f"livesafe eval: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(result, indent=1) if args.json else format_table(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
