@@ -68,7 +68,8 @@ CLIPS: dict[str, list[Part]] = {
         Part(pause_s=2.0),
         Part("Hi everyone, thanks for joining the stream tonight."),
         Part(pause_s=1.5),
-        Part("Immigrants are animals. They should all be deported.", offending=True),
+        # "Immigrants are animals." alone is heard by tiny.en as "This is our animals." (espeak-ng 1.51)
+        Part("All immigrants are animals. They should all be deported.", offending=True),
         Part(pause_s=7.0),
     ],
     "benign": [
