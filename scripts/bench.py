@@ -7,7 +7,9 @@
    clients that ack each one, with p50/p95 from decision (publish) to ack, against publishing alone
    (embedded Redis unless ``REDIS_URL`` is set).
 4. Text analysis batched across streams against one call per text.
-5. Peak resident memory of the process.
+5. The timeline: recording a session's entries (one Lua call each: timeline + audit + ids) against a plain
+   XADD of the same payloads, reading it back, and replaying it through the core.
+6. Peak resident memory of the process.
 
 Figures depend on the machine; ratios are what to compare between runs.
 """
@@ -20,6 +22,7 @@ import resource
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from livesafe.core.events import Event, Signal
 from livesafe.core.monitor import Monitor
@@ -224,12 +227,72 @@ def text_batching(n: int = 256) -> None:
           f"  ({single / batched:.1f}x faster)")
 
 
+async def _timeline(n: int) -> tuple[float, float, float, float, int]:
+    """(plain XADD /s, timeline append /s, read back /s, replay /s, decisions) for ``n`` inputs."""
+    from livesafe.core.events import Tick
+    from livesafe.store import open_redis
+    from livesafe.timeline.entries import SessionStart, dumps
+    from livesafe.timeline.replay import verify
+    from livesafe.timeline.sessions import new_session_id
+    from livesafe.timeline.store import TimelineStore
+
+    policy = load_policy()
+    cats = list(policy.categories)
+    session = new_session_id()
+    monitor = Monitor(policy)
+    monitor.open("bench", session)
+    records: list[Any] = [SessionStart("bench", session, "bench", policy.name, policy.hash)]
+    for i in range(n):  # a stream's inputs as the worker records them: signal, risk, decisions; ticks
+        if i % 3 == 2:
+            tick = Tick("bench", i * 0.5)
+            decision = monitor.tick("bench", tick.media_ts)
+            records += [tick, *decision.lifted, *decision.interventions]
+        else:
+            signal = Signal("bench", i * 0.5, cats[i % len(cats)], (i * 7919 % 1000) / 1000.0, "bench")
+            decision = monitor.step(signal)
+            records += [signal, decision.risk, *decision.lifted, *decision.interventions]
+    async with open_redis(os.environ.get("REDIS_URL") or None) as client:
+        prefix = f"bench-{session}"
+        store = TimelineStore(client, prefix=prefix)
+        t0 = time.perf_counter()
+        for r in records:
+            await client.xadd(f"{prefix}:plain", {"type": r.type, "data": dumps(r)})
+        plain = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        await store.open_session(records[0], policy)
+        for r in records[1:]:
+            await store.append("bench", session, r)
+        append = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        entries = await store.read_all("bench", session)
+        read = time.perf_counter() - t0
+        keys = [k async for k in client.scan_iter(match=f"{prefix}:*")]
+        await client.delete(*keys)
+    t0 = time.perf_counter()
+    report = verify(policy, [e.record for e in entries])
+    replayed = time.perf_counter() - t0
+    assert report.exact, report.summary()
+    k = len(records)
+    return k / plain, k / append, k / read, k / replayed, report.recorded
+
+
+def timeline(n: int = 6000) -> None:
+    plain, append, read, replay_rate, decisions = asyncio.run(_timeline(n))
+    print(f"timeline: one session of {n} inputs ({decisions} decisions), embedded Redis unless REDIS_URL")
+    print(f"  plain XADD of the same entries (baseline): {plain:>9,.0f} entries/s")
+    print(f"  TimelineStore.append:                      {append:>9,.0f} entries/s"
+          f"  ({plain / append:.1f}x the baseline's time)")
+    print(f"  read back (paged XRANGE + parse):          {read:>9,.0f} entries/s")
+    print(f"  replay + byte-for-byte compare:            {replay_rate:>9,.0f} entries/s (exact)")
+
+
 def main() -> int:
     decode_cost()
     pipeline_stages()
     core_throughput()
     delivery()
     text_batching()
+    timeline()
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"peak resident memory: {peak_mb:.0f} MB")
     return 0
