@@ -12,22 +12,21 @@ import redis.asyncio
 
 from livesafe.cli import main
 from livesafe.client import BackendClient
-from livesafe.core.events import Ack, Intervention, ReviewVerdict, RiskUpdate, Signal, StreamState, make_id
+from livesafe.core.events import Ack, Intervention, ReviewVerdict, RiskUpdate, Signal, StreamState
 from livesafe.interventions.gateway import Gateway
 from livesafe.store import open_redis
 from livesafe.timeline.sessions import new_session_id
 from livesafe.timeline.store import TimelineStore
+from tests.builders import intervention
 
 TOKEN = "t0ken-acme"
 WAIT = 5.0
 
 
-def intervention(n: int, stream_id: str = "s1") -> Intervention:
-    return Intervention(
-        stream_id=stream_id, media_ts=float(n), intervention_id=make_id("iv", stream_id, str(n)), seq=n,
-        action="warn", tier="warn", tier_level=1, category="threat", score=0.7, effects=("notice",),
-        reason="threat risk 0.70 >= 0.50", policy="default", policy_hash="abc123", rule={},
-    )
+def warning(n: int, stream_id: str = "s1") -> Intervention:
+    """A warning over a threat, without rule, evidence ids or message."""
+    return intervention(n, stream_id, category="threat", reason="threat risk 0.70 >= 0.50", rule={},
+                        signal_ids=(), message="")
 
 
 SESSION = new_session_id()
@@ -38,16 +37,16 @@ async def fill(events: TimelineStore) -> list[str]:
     ids: list[str] = []
     for event in (
         Signal("s1", 1.0, "threat", 0.9, "text"),
-        intervention(1),
-        intervention(1, "s2"),
+        warning(1),
+        warning(1, "s2"),
         RiskUpdate("s1", 1.0, "threat", 0.7, 0.7, "warn"),
-        Ack("s1", 1.0, intervention(1).intervention_id, "ack", backend="acme"),
+        Ack("s1", 1.0, warning(1).intervention_id, "ack", backend="acme"),
         StreamState("s1", 2.0, "degraded"),
-        Ack("s1", 1.0, intervention(1).intervention_id, "applied", backend="acme", effects=("notice",),
+        Ack("s1", 1.0, warning(1).intervention_id, "applied", backend="acme", effects=("notice",),
             reason="banner shown"),
-        ReviewVerdict("s1", 3.0, intervention(1).intervention_id, "overturn", "ana", "lyrics"),
-        Ack("s2", 1.0, intervention(1, "s2").intervention_id, "nack", backend="globex", reason="offline"),
-        intervention(2),
+        ReviewVerdict("s1", 3.0, warning(1).intervention_id, "overturn", "ana", "lyrics"),
+        Ack("s2", 1.0, warning(1, "s2").intervention_id, "nack", backend="globex", reason="offline"),
+        warning(2),
     ):
         entry = await (events.record_ack(event) if isinstance(event, Ack)
                        else events.append(event.stream_id, SESSION, event))
@@ -98,7 +97,7 @@ async def test_audit_pages_with_an_after_cursor(r: redis.asyncio.Redis, prefix: 
 async def test_audit_index_is_bounded_per_stream(r: redis.asyncio.Redis, prefix: str) -> None:
     events = TimelineStore(r, prefix=prefix, audit_maxlen=10)
     for n in range(1, 501):
-        await events.append("s1", SESSION, intervention(n))
+        await events.append("s1", SESSION, warning(n))
     trail = await events.audit("s1", limit=1000)
     assert len(trail) < 500  # trimmed (approximately, as Redis does cheaply)
     assert trail[-1].event.media_ts == 500.0  # the newest are kept
@@ -107,8 +106,8 @@ async def test_audit_index_is_bounded_per_stream(r: redis.asyncio.Redis, prefix:
 async def test_gateway_acks_reach_the_audit_trail(r: redis.asyncio.Redis, prefix: str) -> None:
     async with Gateway(r, {TOKEN: "acme"}, prefix=prefix) as gw, BackendClient(gw.url, TOKEN) as client:
         for n in (1, 2):
-            await gw.timeline.append("s1", SESSION, intervention(n))  # as the service records a decision
-            await gw.outbox.publish(intervention(n))
+            await gw.timeline.append("s1", SESSION, warning(n))  # as the service records a decision
+            await gw.outbox.publish(warning(n))
         async with asyncio.timeout(WAIT):
             first = await anext(client)
             await client.ack(first)  # one stream: the second is sent once the first is acknowledged

@@ -14,11 +14,11 @@ import pytest
 import redis.asyncio
 
 from livesafe.client import BackendClient, Received
-from livesafe.core.events import Intervention, InterventionLifted, ReviewVerdict, Signal, make_id
+from livesafe.core.events import Intervention, InterventionLifted, ReviewVerdict, Signal
 from livesafe.core.monitor import Monitor
 from livesafe.core.policy import load_policy
 from livesafe.interventions.gateway import Gateway
-from tests.builders import recorded_acks
+from tests.builders import RESTRICT, intervention, recorded_acks
 from tests.waiting import until
 
 TOKEN = "t0ken-acme"
@@ -32,12 +32,9 @@ async def gw(r: redis.asyncio.Redis, prefix: str) -> AsyncIterator[Gateway]:
         yield gateway
 
 
-def intervention(n: int, stream_id: str = "s1", effects: tuple[str, ...] = ("blur",)) -> Intervention:
-    return Intervention(
-        stream_id=stream_id, media_ts=float(n), intervention_id=make_id("iv", stream_id, str(n)), seq=n,
-        action="restrict", tier="restrict", tier_level=2, category="violence", score=0.8, effects=effects,
-        reason="violence risk 0.80 >= 0.75", policy="default", policy_hash="abc123", rule={},
-    )
+def restriction(n: int, stream_id: str = "s1", effects: tuple[str, ...] = ("blur",)) -> Intervention:
+    """A restriction over violence, by default a blur alone, without rule."""
+    return intervention(n, stream_id, **{**RESTRICT, "effects": effects, "rule": {}})
 
 
 async def test_receive_queue_is_bounded_and_reading_pauses_until_the_application_catches_up(
@@ -46,7 +43,7 @@ async def test_receive_queue_is_bounded_and_reading_pauses_until_the_application
     async with BackendClient(gw.url, TOKEN, max_pending=5) as client:
         await client.wait_connected()
         for n in range(1, 41):
-            await gw.outbox.publish(intervention(n, stream_id=f"s{n % 8}"))  # 8 streams: 8 sent at once
+            await gw.outbox.publish(restriction(n, stream_id=f"s{n % 8}"))  # 8 streams: 8 sent at once
         async with asyncio.timeout(WAIT):
             await until(lambda: client.paused >= 1)
         await asyncio.sleep(0.2)  # time enough for more to pile up, were the queue not bounded
@@ -89,7 +86,7 @@ def warn_and_lift() -> tuple[Intervention, InterventionLifted]:
 async def test_example_backend_applies_undoes_and_dedupes(gw: Gateway) -> None:
     example = load_example()
     warn, lift = warn_and_lift()
-    restrict = intervention(7, effects=("age_gate", "blur", "notice"))
+    restrict = restriction(7, effects=("age_gate", "blur", "notice"))
     out = io.StringIO()
     async with BackendClient(gw.url, TOKEN) as client:
         backend = example.ExampleBackend(client, out=out)

@@ -14,14 +14,12 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from livesafe.client import AuthenticationError, BackendClient, GatewayError, Received, print_interventions
-from livesafe.core.events import Ack, Intervention, make_id
+from livesafe.core.events import Ack, Intervention
 from livesafe.interventions.gateway import PROTOCOL, Gateway, StreamEnded, StreamStarted
 from livesafe.interventions.protocol import check_outgoing
-from tests.builders import recorded_acks
+from tests.builders import RESTRICT, TOKEN, TOKENS, intervention, recorded_acks
 from tests.waiting import until
 
-TOKEN = "t0ken-acme"
-TOKENS = {TOKEN: "acme"}
 WAIT = 5.0  # generous upper bound for anything awaited; tests finish far sooner
 
 
@@ -40,23 +38,8 @@ def gateway(r: redis.asyncio.Redis, prefix: str) -> GatewayFactory:
     return make
 
 
-def intervention(n: int = 1, stream_id: str = "s1") -> Intervention:
-    return Intervention(
-        stream_id=stream_id,
-        media_ts=float(n),
-        intervention_id=make_id("iv", stream_id, str(n)),
-        seq=n,
-        action="restrict",
-        tier="restrict",
-        tier_level=2,
-        category="violence",
-        score=0.8,
-        effects=("age_gate", "blur"),
-        reason="violence risk 0.80 >= 0.75",
-        policy="default",
-        policy_hash="abc123",
-        rule={"rule": "tier.enter", "enter": 0.75},
-    )
+def restriction(n: int = 1, stream_id: str = "s1") -> Intervention:
+    return intervention(n, stream_id, **RESTRICT)
 
 
 async def raw_connect(gw: Gateway, token: str | None = TOKEN, query: str = "") -> ClientConnection:
@@ -133,7 +116,7 @@ async def test_client_with_bad_token_stops_with_authentication_error(gateway: Ga
 
 async def test_delivers_to_a_client_that_acks_and_records_the_ack(gateway: GatewayFactory) -> None:
     async with gateway() as gw, BackendClient(gw.url, TOKEN) as client:
-        ivs = [intervention(n) for n in (1, 2, 3)]
+        ivs = [restriction(n) for n in (1, 2, 3)]
         for iv in ivs:
             await gw.outbox.publish(iv)
         received = []
@@ -154,16 +137,16 @@ async def test_delivers_to_a_client_that_acks_and_records_the_ack(gateway: Gatew
 
 async def test_interventions_published_before_connect_are_delivered(gateway: GatewayFactory) -> None:
     async with gateway() as gw:
-        await gw.outbox.publish(intervention(1))
+        await gw.outbox.publish(restriction(1))
         async with BackendClient(gw.url, TOKEN, auto_ack=True) as client:
-            assert (await next_received(client)).intervention == intervention(1)
+            assert (await next_received(client)).intervention == restriction(1)
             await client.ping()
             assert await gw.outbox.backlog() == 0
 
 
 async def test_unacked_intervention_is_resent(gateway: GatewayFactory) -> None:
     async with gateway(ack_timeout_s=0.2) as gw, BackendClient(gw.url, TOKEN) as client:
-        iv = intervention(1)
+        iv = restriction(1)
         await gw.outbox.publish(iv)
         first = await next_received(client)
         second = await next_received(client)  # no ack: resent after ack_timeout_s
@@ -177,8 +160,8 @@ async def test_unacked_intervention_is_resent(gateway: GatewayFactory) -> None:
 
 async def test_nack_is_recorded_and_not_redelivered(gateway: GatewayFactory) -> None:
     async with gateway(ack_timeout_s=0.1) as gw, BackendClient(gw.url, TOKEN) as client:
-        await gw.outbox.publish(intervention(1))
-        await gw.outbox.publish(intervention(2))
+        await gw.outbox.publish(restriction(1))
+        await gw.outbox.publish(restriction(2))
         got = await next_received(client)
         await client.nack(got.intervention.intervention_id, "stream already offline")
         await client.ping()
@@ -198,7 +181,7 @@ async def test_nack_is_recorded_and_not_redelivered(gateway: GatewayFactory) -> 
 async def test_disconnect_mid_burst_then_reconnect_gets_the_unacked(gateway: GatewayFactory) -> None:
     # ack_timeout is long: what was unacknowledged must come back because the connection dropped.
     async with gateway(ack_timeout_s=30.0) as gw:
-        ivs = [intervention(n) for n in range(1, 11)]
+        ivs = [restriction(n) for n in range(1, 11)]
         async with BackendClient(gw.url, TOKEN) as first:
             await first.wait_connected()
             for iv in ivs:
@@ -227,11 +210,11 @@ async def test_client_reconnects_after_gateway_restart(gateway: GatewayFactory) 
         await client.start()
         try:
             await client.wait_connected()
-            await gw.outbox.publish(intervention(1))
+            await gw.outbox.publish(restriction(1))
             unacked = await next_received(client)
             await gw.aclose()
             async with gateway(port=port) as again:
-                await again.outbox.publish(intervention(2, stream_id="s2"))  # s1's next waits for 1's ack
+                await again.outbox.publish(restriction(2, stream_id="s2"))  # s1's next waits for 1's ack
                 got = {(x.intervention.seq, x.attempt) for x in [await next_received(client) for _ in "ab"]}
                 assert got == {(1, 2), (2, 1)}  # the first, unacked, is resent after the restart
                 assert client.connections == 2
@@ -247,7 +230,7 @@ async def test_client_reconnects_after_gateway_restart(gateway: GatewayFactory) 
 async def test_malformed_messages_get_reasons_and_connection_stays_usable(gateway: GatewayFactory) -> None:
     async with gateway() as gw, await raw_connect(gw) as ws:
         await recv_json(ws)  # hello
-        await gw.outbox.publish(intervention(1))
+        await gw.outbox.publish(restriction(1))
         delivered = await recv_json(ws)
         assert delivered["type"] == "intervention"
         assert delivered["delivery"] == {"attempt": 1}
@@ -358,7 +341,7 @@ async def test_printing_backend_prints_and_acks(
     async with gateway() as gw:
         printer = asyncio.create_task(print_interventions(gw.url, TOKEN))
         try:
-            await gw.outbox.publish(intervention(1))
+            await gw.outbox.publish(restriction(1))
             # Block on the audit trail until the ack lands there (an XREAD wait, not a sleep).
             reply = await r.xread({gw.timeline.audit_key("s1"): "0"}, block=int(WAIT * 1000))
             assert reply, "no ack was recorded"
@@ -366,7 +349,7 @@ async def test_printing_backend_prints_and_acks(
             printer.cancel()
             await asyncio.wait([printer])
         [ack] = await acks_in_log(gw)
-        assert ack.intervention_id == intervention(1).intervention_id
+        assert ack.intervention_id == restriction(1).intervention_id
     out = capsys.readouterr().out
     assert "[s1 t=1.0s] RESTRICT violence score=0.80 effects=age_gate,blur" in out
 
@@ -412,7 +395,7 @@ async def test_sustained_abuse_closes_with_1008(gateway: GatewayFactory) -> None
 
 async def test_acks_of_held_deliveries_are_never_rate_limited(gateway: GatewayFactory) -> None:
     async with gateway(rate_limit_per_s=0.1, rate_burst=1) as gw, BackendClient(gw.url, TOKEN) as client:
-        ivs = [intervention(n) for n in range(1, 11)]
+        ivs = [restriction(n) for n in range(1, 11)]
         for iv in ivs:
             await gw.outbox.publish(iv)
         for _ in ivs:
@@ -446,7 +429,7 @@ async def test_a_backend_that_never_acks_holds_at_most_max_in_flight_and_the_res
     async with gateway(max_in_flight=3, ack_timeout_s=30.0) as gw:
         hoarder = await raw_connect(gw)
         assert (await recv_json(hoarder))["max_in_flight"] == 3
-        ivs = [intervention(n, stream_id=f"s{n}") for n in range(1, 13)]  # 12 streams: 12 heads
+        ivs = [restriction(n, stream_id=f"s{n}") for n in range(1, 13)]  # 12 streams: 12 heads
         for iv in ivs:
             await gw.outbox.publish(iv)
         held = await drain(hoarder)
@@ -479,7 +462,7 @@ async def test_two_backends_share_the_load_within_their_in_flight_limits(gateway
             await a.wait_connected()
             await b.wait_connected()
             for n in range(1, 21):
-                await gw.outbox.publish(intervention(n, stream_id=f"s{n}"))
+                await gw.outbox.publish(restriction(n, stream_id=f"s{n}"))
             seen: dict[str, list[int]] = {"a": [], "b": []}
 
             async def consume(name: str, client: BackendClient, other: str) -> None:
@@ -510,7 +493,7 @@ async def test_at_the_limit_unacked_deliveries_are_still_resent(gateway: Gateway
     async with gateway(max_in_flight=2, ack_timeout_s=0.2) as gw, await raw_connect(gw) as ws:
         await recv_json(ws)
         for n in (1, 2, 3):
-            await gw.outbox.publish(intervention(n, stream_id=f"s{n}"))
+            await gw.outbox.publish(restriction(n, stream_id=f"s{n}"))
         first = [await recv_json(ws), await recv_json(ws)]
         resent = [await recv_json(ws), await recv_json(ws)]
         assert [m["seq"] for m in first] == [1, 2] and [m["delivery"]["attempt"] for m in first] == [1, 1]

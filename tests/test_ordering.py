@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
@@ -21,8 +21,7 @@ from livesafe.core.events import Deliverable, InterventionLifted, make_id
 from livesafe.interventions.gateway import Gateway
 from livesafe.interventions.outbox import Outbox
 from livesafe.interventions.webhooks import WebhookDispatcher, WebhookEndpoint
-from tests.test_gateway import TOKEN, TOKENS, intervention
-from tests.test_webhooks import NEW, Receiver, serve  # noqa: F401 -- serve is a fixture
+from tests.builders import NEW, RESTRICT, TOKEN, TOKENS, Receiver, intervention, receiver_servers
 from tests.waiting import until
 
 WAIT = 10.0
@@ -40,6 +39,12 @@ def gateway(r: redis.asyncio.Redis, prefix: str) -> GatewayFactory:
     return make
 
 
+@pytest.fixture
+async def serve() -> AsyncIterator[Any]:
+    async with receiver_servers() as start:
+        yield start
+
+
 def lift(n: int, of: int, stream_id: str = "s1") -> InterventionLifted:
     return InterventionLifted(
         stream_id=stream_id, media_ts=float(n), lift_id=make_id("lf", stream_id, str(n)),
@@ -51,7 +56,8 @@ def lift(n: int, of: int, stream_id: str = "s1") -> InterventionLifted:
 
 def burst(stream_id: str, n: int) -> list[Deliverable]:
     """Interventions with odd seq, each lifted by the next (even) seq: 1, lift of 1, 3, lift of 3..."""
-    return [intervention(k, stream_id) if k % 2 else lift(k, k - 1, stream_id) for k in range(1, n + 1)]
+    return [intervention(k, stream_id, **RESTRICT) if k % 2 else lift(k, k - 1, stream_id)
+            for k in range(1, n + 1)]
 
 
 def strictly_increasing_per_stream(log: list[tuple[str, str, int]]) -> dict[str, list[int]]:
@@ -102,7 +108,7 @@ async def test_a_slow_backend_holding_a_head_delays_only_that_stream(gateway: Ga
         slow, fast = BackendClient(gw.url, TOKEN), BackendClient(gw.url, TOKEN)
         async with slow, fast:
             await slow.wait_connected()
-            await gw.outbox.publish(intervention(1, "s1"))
+            await gw.outbox.publish(intervention(1, "s1", **RESTRICT))
             head = await anext(slow)  # slow to apply this one: it acks everything else at once
             assert (head.message.stream_id, head.message.seq) == ("s1", 1)
             await fast.wait_connected()
@@ -200,7 +206,7 @@ async def test_two_gateway_processes_keep_one_stream_in_order(
 
 
 async def test_webhook_and_websocket_share_a_stream_in_order(
-    gateway: GatewayFactory, r: redis.asyncio.Redis, serve: Any  # noqa: F811
+    gateway: GatewayFactory, r: redis.asyncio.Redis, serve: Any
 ) -> None:
     log: list[tuple[str, str, int]] = []
     receiver = Receiver(NEW)
@@ -209,7 +215,7 @@ async def test_webhook_and_websocket_share_a_stream_in_order(
     # dispatcher sees any of it (with more room it could take everything first).
     async with gateway(max_in_flight=1) as gw, BackendClient(gw.url, TOKEN) as ws_backend:
         await ws_backend.wait_connected()
-        await gw.outbox.publish(intervention(1, "s1"))
+        await gw.outbox.publish(intervention(1, "s1", **RESTRICT))
         head = await anext(ws_backend)  # the websocket holds s1's head
         log.append(("ws", "s1", head.message.seq))
         outbox = Outbox(r, prefix=gw.outbox.key.rsplit(":", 1)[0], redeliver_after_s=30)

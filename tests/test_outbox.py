@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from livesafe.core.events import Intervention, InterventionLifted, make_id
 from livesafe.interventions.outbox import Outbox
 from livesafe.store import open_redis
+from tests.builders import intervention
 
 
 @pytest.fixture(params=[True, False], ids=["str", "bytes"])
@@ -30,29 +31,6 @@ async def r(redis_url: str, request: pytest.FixtureRequest) -> AsyncIterator[red
             yield client
         finally:
             await client.aclose()
-
-
-def intervention(n: int = 1, stream_id: str = "s1", **overrides: Any) -> Intervention:
-    fields: dict[str, Any] = {
-        "stream_id": stream_id,
-        "media_ts": float(n),
-        "intervention_id": make_id("iv", stream_id, str(n)),
-        "seq": n,
-        "action": "warn",
-        "tier": "warn",
-        "tier_level": 1,
-        "category": "violence",
-        "score": 0.7,
-        "effects": ("notice",),
-        "reason": "violence risk 0.70 >= 0.55",
-        "policy": "default",
-        "policy_hash": "abc123",
-        "rule": {"rule": "tier.enter", "enter": 0.55},
-        "signal_ids": ("sig_1", "sig_2"),
-        "message": "Please keep it civil",
-    }
-    fields.update(overrides)
-    return Intervention(**fields)
 
 
 # -- Outbox -----------------------------------------------------------------------------------------

@@ -20,8 +20,7 @@ from livesafe.pipeline import Analyzers
 from livesafe.service import Service, ServiceOptions
 from livesafe.store import _redis_server_binary, open_redis
 from livesafe.timeline.sessions import new_session_id
-from tests.builders import records
-from tests.test_outbox import intervention
+from tests.builders import intervention, records
 from tests.waiting import until
 
 SESSION = new_session_id()

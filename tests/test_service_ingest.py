@@ -22,9 +22,8 @@ from livesafe.core.events import StreamState
 from livesafe.core.policy import load_policy
 from livesafe.pipeline import Analyzers
 from livesafe.service import Service, ServiceOptions
-from tests.builders import records
+from tests.builders import GradientTrack, ToneTrack, config, records, serve_app
 from tests.conftest import source_rules
-from tests.test_webrtc import GradientTrack, ToneTrack, config, serve
 
 TOKENS = {"tok": "backend-a"}
 
@@ -107,7 +106,7 @@ async def whep_server() -> AsyncIterator[Whep]:
 
     app = web.Application()
     app.add_routes([web.post("/whep/{name}", post), web.delete("/whep/{name}/{session}", delete)])
-    runner, base = await serve(app)
+    runner, base = await serve_app(app)
     whep = Whep(base)
     try:
         yield whep

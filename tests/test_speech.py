@@ -22,34 +22,7 @@ from livesafe.analyzers.speech import (
     to_transcripts,
 )
 from livesafe.core.events import AudioChunk, Transcript, Word
-
-
-def decode_audio(path: Path) -> npt.NDArray[np.float32]:
-    """A media file's first audio stream as 16 kHz mono float32, decoded and resampled by PyAV."""
-    av = pytest.importorskip("av")
-    resampler = av.AudioResampler(format="flt", layout="mono", rate=16000)
-    parts: list[npt.NDArray[np.float32]] = []
-    with av.open(str(path)) as container:
-        for frame in container.decode(audio=0):
-            parts.extend(f.to_ndarray().reshape(-1) for f in resampler.resample(frame))
-    parts.extend(f.to_ndarray().reshape(-1) for f in resampler.resample(None))
-    return np.concatenate(parts).astype(np.float32)
-
-
-def normalise(text: str) -> str:
-    return " ".join("".join(c for c in text.lower() if c.isalnum() or c.isspace()).split())
-
-
-def reference(shared_data: Path, clip: str) -> str:
-    for line in (shared_data / "audio" / "refs.tsv").read_text(encoding="utf-8").splitlines()[1:]:
-        path, _channel, _lang, text, *_ = line.split("\t")
-        if path == clip:
-            return text
-    raise LookupError(clip)
-
-
-def full_text(transcripts: list[Transcript]) -> str:
-    return normalise(" ".join(t.text for t in transcripts))
+from tests.builders import decode_audio, full_text, normalise, reference
 
 
 def assert_well_formed(transcripts: list[Transcript], chunk: AudioChunk, model: str) -> None:

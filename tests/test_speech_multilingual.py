@@ -29,7 +29,7 @@ from livesafe.analyzers.whisper_models import base_model_dir, resolve_model_dir
 from livesafe.core.events import AudioChunk, Transcript
 from livesafe.core.languages import check_language
 from livesafe.core.policy import DEFAULT_POLICY_PATH, PolicyError, load_policy
-from tests.test_speech import decode_audio, full_text, normalise, reference
+from tests.builders import decode_audio, full_text, normalise, reference
 
 ESPEAK = shutil.which("espeak-ng")
 

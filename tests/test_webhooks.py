@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 import redis.asyncio
-from aiohttp import web
 from standardwebhooks import Webhook
 
 from livesafe.interventions.outbox import Outbox
@@ -23,64 +20,14 @@ from livesafe.interventions.webhooks import (
     sign,
     verify,
 )
-from tests.test_outbox import intervention
+from tests.builders import NEW, OLD, Receiver, intervention, receiver_servers
 from tests.waiting import until
-
-OLD = "whsec_" + base64.b64encode(b"old-secret-0123456789abcdef").decode()
-NEW = "whsec_" + base64.b64encode(b"new-secret-0123456789abcdef").decode()
-
-
-@dataclass
-class Receiver:
-    """A backend's webhook endpoint: verifies every request with its secret, records what it accepted."""
-
-    secret: str
-    fail_first: int = 0
-    refuse_with: int | None = None
-    accepted: list[dict[str, Any]] = field(default_factory=list)
-    seen_ids: list[str] = field(default_factory=list)
-    refused: list[str] = field(default_factory=list)
-    requests: int = 0
-    got: asyncio.Event = field(default_factory=asyncio.Event)
-
-    async def handle(self, request: web.Request) -> web.Response:
-        self.requests += 1
-        body = await request.read()
-        if self.requests <= self.fail_first:
-            return web.Response(status=503, text="busy")
-        if self.refuse_with is not None:
-            return web.Response(status=self.refuse_with, text="no")
-        try:
-            payload = verify(self.secret, body, request.headers)
-        except WebhookRejectedError as exc:
-            self.refused.append(str(exc))
-            return web.Response(status=401, text=str(exc))
-        msg_id = request.headers["webhook-id"]
-        if msg_id not in self.seen_ids:  # duplicate deliveries are recognised by webhook-id
-            self.seen_ids.append(msg_id)
-            self.accepted.append(payload)
-        self.got.set()
-        return web.Response(status=204)
 
 
 @pytest.fixture
 async def serve() -> AsyncIterator[Any]:
-    runners: list[web.AppRunner] = []
-
-    async def start(receiver: Receiver) -> str:
-        app = web.Application()
-        app.router.add_post("/hook", receiver.handle)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        runners.append(runner)
-        port = runner.addresses[0][1]
-        return f"http://127.0.0.1:{port}/hook"
-
-    yield start
-    for runner in runners:
-        await runner.cleanup()
+    async with receiver_servers() as start:
+        yield start
 
 
 async def _until(predicate: Callable[[], bool]) -> None:

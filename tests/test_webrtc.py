@@ -7,7 +7,6 @@ Publishers are aiortc peer connections with generated tracks (a moving gradient 
 from __future__ import annotations
 
 import asyncio
-import fractions
 import itertools
 import time
 from collections.abc import AsyncIterator, Callable
@@ -15,17 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
-import av
 import numpy as np
 import pytest
 from aiohttp import web
 from aiortc import (
-    AudioStreamTrack,
     MediaStreamTrack,
-    RTCConfiguration,
     RTCPeerConnection,
     RTCSessionDescription,
-    VideoStreamTrack,
 )
 from aiortc.contrib.media import MediaPlayer
 from multidict import CIMultiDict
@@ -35,6 +30,7 @@ from livesafe.ingest.source import IngestOptions, SourceError
 from livesafe.ingest.webrtc import WebRTCSource
 from livesafe.ingest.whep import WhepSource
 from livesafe.ingest.whip import WhipEndpoint
+from tests.builders import GradientTrack, ToneTrack, config, serve_app
 from tests.media import make_clip
 
 TOKEN = "secret-token"
@@ -44,58 +40,12 @@ OPTIONS = IngestOptions(video_fps=5.0, audio_window_s=0.5, vad=False)
 WAIT_S = 15.0
 
 
-class GradientTrack(VideoStreamTrack):
-    """A moving gradient, 160x120 at 30 fps, paced in real time by aiortc's clock."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._n = 0
-
-    async def recv(self) -> av.VideoFrame:
-        pts, time_base = await self.next_timestamp()
-        img = np.zeros((120, 160, 3), dtype=np.uint8)
-        img[..., 0] = (np.arange(160) + self._n * 5) % 256
-        img[..., 1] = 128
-        self._n += 1
-        frame = av.VideoFrame.from_ndarray(img, format="rgb24")
-        frame.pts, frame.time_base = pts, time_base
-        return frame
-
-
-class ToneTrack(AudioStreamTrack):
-    """A 440 Hz tone at 48 kHz in 20 ms frames, paced in real time."""
-
-    RATE = 48000
-    SAMPLES = 960
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._pts = 0
-        self._t0: float | None = None
-
-    async def recv(self) -> av.AudioFrame:
-        if self._t0 is None:
-            self._t0 = time.time()
-        await asyncio.sleep(self._t0 + self._pts / self.RATE - time.time())
-        t = (self._pts + np.arange(self.SAMPLES)) / self.RATE
-        pcm = (0.3 * 32767 * np.sin(2 * np.pi * 440.0 * t)).astype(np.int16).reshape(1, -1)
-        frame = av.AudioFrame.from_ndarray(pcm, format="s16", layout="mono")
-        frame.sample_rate, frame.pts = self.RATE, self._pts
-        frame.time_base = fractions.Fraction(1, self.RATE)
-        self._pts += self.SAMPLES
-        return frame
-
-
 @pytest.fixture(autouse=True)
 async def no_leaked_tasks() -> AsyncIterator[None]:
     """Every task a source or endpoint started is finished once the test and its fixtures are done."""
     yield
     leaked = [t for t in asyncio.all_tasks() if t.get_name().startswith("webrtc-") and not t.done()]
     assert not leaked
-
-
-def config() -> RTCConfiguration:
-    return RTCConfiguration(iceServers=[])
 
 
 class Collector:
@@ -181,15 +131,6 @@ class Whip:
             return r.status
 
 
-async def serve(app: web.Application) -> tuple[web.AppRunner, str]:
-    runner = web.AppRunner(app, shutdown_timeout=1.0)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    host, port = runner.addresses[0][:2]
-    return runner, f"http://{host}:{port}"
-
-
 @pytest.fixture
 async def whip() -> AsyncIterator[Whip]:
     sessions: asyncio.Queue[tuple[str, WebRTCSource, str]] = asyncio.Queue()
@@ -199,7 +140,7 @@ async def whip() -> AsyncIterator[Whip]:
 
     endpoint = WhipEndpoint({TOKEN: "acme", "other-token": "other"}, on_session, options=OPTIONS,
                             idle_timeout_s=5.0)
-    runner, base = await serve(endpoint.app())
+    runner, base = await serve_app(endpoint.app())
     async with aiohttp.ClientSession() as http:
         w = Whip(endpoint, base, http, sessions)
         try:
@@ -299,7 +240,7 @@ async def test_silent_publisher_times_out() -> None:
         received.put_nowait(source)
 
     endpoint = WhipEndpoint({TOKEN: "acme"}, on_session, options=OPTIONS, idle_timeout_s=1.0)
-    runner, base = await serve(endpoint.app())
+    runner, base = await serve_app(endpoint.app())
     publisher = RTCPeerConnection(config())
     try:
         track = GradientTrack()
@@ -364,7 +305,7 @@ async def test_on_session_can_refuse(whip: Whip) -> None:
         raise web.HTTPForbidden(text=f"{backend} may not publish {stream_id}")
 
     endpoint = WhipEndpoint({TOKEN: "acme"}, refuse, options=OPTIONS)
-    runner, base = await serve(endpoint.app())
+    runner, base = await serve_app(endpoint.app())
     pc = RTCPeerConnection(config())
     try:
         pc.addTransceiver(GradientTrack(), direction="sendonly")
@@ -424,7 +365,7 @@ async def whep_server(tmp_path: Path) -> AsyncIterator[WhepServer]:
 
     app = web.Application()
     app.add_routes([web.post("/whep/{name}", post), web.delete("/whep/{name}/{session}", delete)])
-    runner, base = await serve(app)
+    runner, base = await serve_app(app)
     try:
         yield WhepServer(base, deleted, peers)
     finally:
@@ -463,7 +404,7 @@ async def test_whep_http_errors(whep_server: WhepServer, path: str, timeout_s: f
 
 
 async def test_whep_unreachable() -> None:
-    runner, base = await serve(web.Application())
+    runner, base = await serve_app(web.Application())
     await runner.cleanup()  # nothing listens there any more
     source = WhepSource("x", f"{base}/whep/live")
     with pytest.raises(SourceError, match=r"WHEP http://127.0.0.1:\d+/whep/live: ClientConnectorError"):
