@@ -15,11 +15,11 @@ from pathlib import Path
 
 import redis.asyncio
 
+from livesafe.analyzers.registry import Analyzers
 from livesafe.api import HttpServer, make_app
 from livesafe.board.server import Board
 from livesafe.core.policy import Policy
 from livesafe.interventions.outbox import Outbox
-from livesafe.pipeline import Analyzers
 from livesafe.service import Service, ServiceOptions
 from livesafe.store import open_redis
 from livesafe.timeline.store import TimelineStore

@@ -252,10 +252,11 @@ def _stream_id_from(source: str) -> str:
 
 
 async def _watch(args: argparse.Namespace, policy: Policy) -> int:
+    from livesafe.analyzers.registry import Analyzers
     from livesafe.core.monitor import Monitor
     from livesafe.ingest.opener import is_live_source, open_stream_source
     from livesafe.ingest.source import Pacing, SourceError, ingest_options
-    from livesafe.pipeline import Analyzers, StreamWorker
+    from livesafe.pipeline import StreamWorker
     from livesafe.timeline.sessions import new_session_id
 
     if args.stream_id and (problem := stream_id_problem(args.stream_id)) is not None:
@@ -349,9 +350,9 @@ def _webhooks(args: argparse.Namespace) -> tuple[WebhookEndpoint, ...]:
 
 
 async def _serve(args: argparse.Namespace, policy: Policy) -> int:
+    from livesafe.analyzers.registry import Analyzers
     from livesafe.app import AppOptions, open_app
     from livesafe.ingest.opener import DEFAULT_SCHEMES, SourceRules
-    from livesafe.pipeline import Analyzers
     from livesafe.service import ServiceOptions
     from livesafe.store import data_dir
 

@@ -22,8 +22,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from livesafe.analyzers.base import SpeechRecognizer, TextAnalyzer, VisionAnalyzer
 from livesafe.analyzers.batching import analyze_text
+from livesafe.analyzers.registry import Analyzers
 from livesafe.core.events import (
     AudioChunk,
     Event,
@@ -36,7 +36,6 @@ from livesafe.core.events import (
     VideoSample,
 )
 from livesafe.core.monitor import Decision, Monitor
-from livesafe.core.policy import Policy
 from livesafe.core.risk import thumbnail_ref
 from livesafe.core.sampling import AdaptiveRate, VideoFeeds
 from livesafe.ingest.source import KeyframeControl, MediaSource, SourceError
@@ -48,23 +47,6 @@ Sink = Callable[[Event], Awaitable[None]]
 EvidenceSink = Callable[[str, VideoSample], Awaitable[None]]
 #: Media seconds past a deadline, with no input, before the stall timer ticks the core itself.
 STALL_SLACK_S = 0.5
-
-
-@dataclass(slots=True)
-class Analyzers:
-    """The models a worker runs; loaded once per process and shared by every stream (thread-safe)."""
-
-    vision: list[VisionAnalyzer] = field(default_factory=list)
-    speech: SpeechRecognizer | None = None
-    text: list[TextAnalyzer] = field(default_factory=list)
-
-    @classmethod
-    def load(cls, policy: Policy) -> Analyzers:
-        """Load what the policy enables, from packaged weights (slow: call it off the event loop)."""
-        from livesafe.analyzers.registry import load_analyzers
-
-        vision, speech, text = load_analyzers(policy)
-        return cls(vision, speech, text)
 
 
 def analyzer_models(analyzers: Analyzers) -> dict[str, str]:

@@ -23,6 +23,7 @@ from aiohttp import web
 
 from livesafe.analyzers.batching import BatchedTextAnalyzer
 from livesafe.analyzers.capacity import LoadEstimate, estimate
+from livesafe.analyzers.registry import Analyzers
 from livesafe.board.server import Board
 from livesafe.core.events import (
     Event,
@@ -45,7 +46,7 @@ from livesafe.ingest.whip import WhipEndpoint
 from livesafe.interventions.gateway import Gateway, StreamEnded, StreamStarted
 from livesafe.interventions.outbox import Outbox, reraise_swallowed_cancel
 from livesafe.interventions.webhooks import WebhookDispatcher, WebhookEndpoint
-from livesafe.pipeline import Analyzers, StreamSummary, StreamWorker, analyzer_models
+from livesafe.pipeline import StreamSummary, StreamWorker, analyzer_models
 from livesafe.tasks import cancel_and_wait
 from livesafe.timeline.entries import SessionEnd, SessionStart
 from livesafe.timeline.evidence import thumbnail_jpeg

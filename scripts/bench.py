@@ -24,12 +24,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from livesafe.analyzers.registry import Analyzers
 from livesafe.core.events import Event, Signal
 from livesafe.core.monitor import Monitor
 from livesafe.core.policy import load_policy
 from livesafe.ingest.av_source import AVSource
 from livesafe.ingest.source import IngestOptions
-from livesafe.pipeline import Analyzers, StreamWorker
+from livesafe.pipeline import StreamWorker
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "livesafe" / "demo" / "threat.mp4"

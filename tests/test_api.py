@@ -11,12 +11,12 @@ import aiohttp
 import pytest
 import redis.asyncio
 
+from livesafe.analyzers.registry import Analyzers
 from livesafe.api import HttpServer, make_app
 from livesafe.auth import TokenSet
 from livesafe.client import BackendClient
 from livesafe.core.events import Ack, Intervention, InterventionLifted, ReviewVerdict, Signal, to_dict
 from livesafe.core.policy import load_policy
-from livesafe.pipeline import Analyzers
 from livesafe.service import Service, ServiceOptions
 from tests.builders import records
 from tests.conftest import source_rules

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from livesafe.analyzers.capacity import estimate
+from livesafe.analyzers.registry import Analyzers
 from livesafe.analyzers.vision import NudityAnalyzer
 from livesafe.core.policy import SamplingPolicy
-from livesafe.pipeline import Analyzers
 
 
 @pytest.mark.models

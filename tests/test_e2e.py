@@ -14,11 +14,11 @@ from typing import Any
 import pytest
 import redis.asyncio
 
+from livesafe.analyzers.registry import Analyzers
 from livesafe.client import BackendClient, GatewayError
 from livesafe.core.events import Ack, Intervention, Signal, from_dict, to_dict
 from livesafe.core.monitor import Monitor
 from livesafe.core.policy import load_policy
-from livesafe.pipeline import Analyzers
 from livesafe.service import Service, ServiceOptions
 from tests.builders import records
 from tests.conftest import source_rules

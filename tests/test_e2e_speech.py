@@ -20,11 +20,12 @@ from typing import Any
 import numpy as np
 import pytest
 
+from livesafe.analyzers.registry import Analyzers
 from livesafe.core.events import Intervention, Signal, Transcript
 from livesafe.core.monitor import Monitor
 from livesafe.core.policy import load_policy
 from livesafe.ingest.av_source import AVSource
-from livesafe.pipeline import Analyzers, StreamWorker
+from livesafe.pipeline import StreamWorker
 
 pytestmark = [
     pytest.mark.models,

@@ -14,12 +14,13 @@ import numpy as np
 import pytest
 
 from livesafe.analyzers.base import AnalyzerCost
+from livesafe.analyzers.registry import Analyzers
 from livesafe.core.events import AudioChunk, Event, Signal, Transcript, VideoSample, Word
 from livesafe.core.monitor import Monitor
 from livesafe.core.policy import load_policy
 from livesafe.ingest.av_source import AVSource
 from livesafe.ingest.source import IngestOptions
-from livesafe.pipeline import Analyzers, StreamWorker, _Lane, unheard
+from livesafe.pipeline import StreamWorker, _Lane, unheard
 from tests.media import make_clip
 
 

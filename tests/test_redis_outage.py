@@ -14,9 +14,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from livesafe.analyzers.registry import Analyzers
 from livesafe.core.events import Intervention, Signal
 from livesafe.core.policy import load_policy
-from livesafe.pipeline import Analyzers
 from livesafe.service import Service, ServiceOptions
 from livesafe.store import _redis_server_binary, open_redis
 from livesafe.timeline.sessions import new_session_id

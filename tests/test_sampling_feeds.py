@@ -16,13 +16,14 @@ import yaml
 
 from livesafe.analyzers.base import AnalyzerCost, VisionAnalyzer
 from livesafe.analyzers.motion import MotionViolenceAnalyzer
+from livesafe.analyzers.registry import Analyzers
 from livesafe.core.events import Event, Signal, VideoSample
 from livesafe.core.monitor import Monitor
 from livesafe.core.policy import DEFAULT_POLICY_PATH, MOTION_FPS, Policy, load_policy, parse_policy
 from livesafe.core.sampling import VideoFeeds, sample_fps
 from livesafe.ingest.av_source import AVSource
 from livesafe.ingest.source import IngestOptions, KeyframeControl, ingest_options
-from livesafe.pipeline import Analyzers, StreamWorker
+from livesafe.pipeline import StreamWorker
 from tests.media import make_clip
 
 

@@ -16,11 +16,11 @@ import redis.asyncio
 from aiohttp import web
 from aiortc import RTCPeerConnection, RTCSessionDescription
 
+from livesafe.analyzers.registry import Analyzers
 from livesafe.api import HttpServer, make_app
 from livesafe.client import BackendClient
 from livesafe.core.events import StreamState
 from livesafe.core.policy import load_policy
-from livesafe.pipeline import Analyzers
 from livesafe.service import Service, ServiceOptions
 from tests.builders import GradientTrack, ToneTrack, config, records, serve_app
 from tests.conftest import source_rules

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 import redis.asyncio
 
+from livesafe.analyzers.registry import Analyzers
 from livesafe.cli import main
 from livesafe.client import BackendClient, GatewayError
 from livesafe.core.events import Ack, Intervention, Signal, StreamState, Tick, Transcript
 from livesafe.core.policy import load_policy
-from livesafe.pipeline import Analyzers
 from livesafe.service import Service, ServiceOptions
 from livesafe.timeline.entries import SessionEnd, SessionStart
 from livesafe.timeline.replay import verify

@@ -144,8 +144,8 @@ async def test_a_refusal_is_final_and_a_wrong_secret_is_refused(
 
 
 async def test_the_service_runs_its_webhooks(r: redis.asyncio.Redis, prefix: str, serve: Any) -> None:
+    from livesafe.analyzers.registry import Analyzers
     from livesafe.core.policy import load_policy
-    from livesafe.pipeline import Analyzers
     from livesafe.service import Service, ServiceOptions
 
     receiver = Receiver(NEW)

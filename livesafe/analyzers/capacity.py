@@ -25,8 +25,8 @@ from livesafe.analyzers.base import AnalyzerCost
 from livesafe.core.sampling import sample_fps
 
 if TYPE_CHECKING:
+    from livesafe.analyzers.registry import Analyzers
     from livesafe.core.policy import SamplingPolicy
-    from livesafe.pipeline import Analyzers
 
 __all__ = ["LoadEstimate", "estimate"]
 

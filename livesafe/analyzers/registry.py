@@ -1,8 +1,9 @@
-"""Builds the analyzers a policy enables, from packaged weights."""
+"""The analyzers a worker runs (:class:`Analyzers`), built as a policy enables them, from packaged weights."""
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from livesafe.analyzers.base import SpeechRecognizer, TextAnalyzer, VisionAnalyzer
@@ -12,6 +13,21 @@ if TYPE_CHECKING:
     from livesafe.analyzers.text import TextClassifier
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class Analyzers:
+    """The models a worker runs; loaded once per process and shared by every stream (thread-safe)."""
+
+    vision: list[VisionAnalyzer] = field(default_factory=list)
+    speech: SpeechRecognizer | None = None
+    text: list[TextAnalyzer] = field(default_factory=list)
+
+    @classmethod
+    def load(cls, policy: Policy) -> Analyzers:
+        """Load what the policy enables, from packaged weights (slow: call it off the event loop)."""
+        vision, speech, text = load_analyzers(policy)
+        return cls(vision, speech, text)
 
 
 def load_analyzers(
