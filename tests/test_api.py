@@ -11,11 +11,20 @@ import aiohttp
 import pytest
 import redis.asyncio
 
+from livesafe.analyzers.base import AnalyzerCost
 from livesafe.analyzers.registry import Analyzers
 from livesafe.api import HttpServer, make_app
 from livesafe.auth import TokenSet
 from livesafe.client import BackendClient
-from livesafe.core.events import Ack, Intervention, InterventionLifted, ReviewVerdict, Signal, to_dict
+from livesafe.core.events import (
+    Ack,
+    Intervention,
+    InterventionLifted,
+    ReviewVerdict,
+    Signal,
+    VideoSample,
+    to_dict,
+)
 from livesafe.core.policy import load_policy
 from livesafe.service import Service, ServiceOptions
 from tests.builders import records
@@ -246,3 +255,45 @@ async def test_timeline_over_http_pages_a_sessions_record(api: tuple[Service, st
     assert entries[0]["type"] == "session.start" and len(entries) >= 4
     status, bad = await call("GET", f"{url}/v1/streams/s1/timeline?types=nope", headers=AUTH)
     assert status == 400 and "unknown entry types" in bad["reason"]
+
+
+class EveryOtherFrame:
+    """A vision analyzer of our own interface for this test: every other sampled frame scores high as
+    nudity (the real models need real offending images, which the tests do not carry)."""
+
+    name = "test.every_other"
+    categories: tuple[str, ...] = ("nudity",)
+    cost = AnalyzerCost(per_call_s=0.0)
+
+    def analyze(self, sample: VideoSample) -> list[Signal]:
+        score = 0.95 if sample.index % 2 == 0 else 0.05
+        return [Signal(sample.stream_id, sample.media_ts, "nudity", score, self.name,
+                       evidence={"frame": sample.index})]
+
+
+async def test_frames_that_score_are_kept_as_evidence_the_intervention_points_to(
+    r: redis.asyncio.Redis, prefix: str, tmp_path: Path
+) -> None:
+    clip = make_clip(tmp_path / "bright.mp4", 6.0, size=(320, 240))
+    options = ServiceOptions(port=0, tokens=TOKENS, prefix=prefix, pacing="fast", sources=source_rules())
+    async with Service(load_policy(), Analyzers(vision=[EveryOtherFrame()]), r, options) as service:
+        async with HttpServer(make_app(service, TOKENS)) as http:
+            service.start_stream("cam", str(clip), trusted=True)
+            summary = await asyncio.wait_for(service.wait("cam"), 60)
+            assert summary is not None and not summary.error
+            [session] = [s.session for s in await service.timeline.sessions("cam")]
+            refs = await service.timeline.evidence_refs("cam", session)
+            floor = load_policy().categories["nudity"].floor
+            signals = [x for x in await records(service.timeline, "cam") if isinstance(x, Signal)]
+            flagged = {f"frame:{s.evidence['frame']}" for s in signals if s.score >= floor}
+            assert refs and set(refs) == flagged  # every frame that scored, and only those
+            thumbnails = {iv.thumbnail for iv in summary.interventions if iv.thumbnail}
+            assert thumbnails and thumbnails <= set(refs)
+            ref = sorted(thumbnails)[0]
+            async with aiohttp.ClientSession() as client:
+                url = f"{http.url}/v1/streams/cam/sessions/{session}/evidence/{ref}"
+                async with client.get(url, headers=AUTH) as resp:
+                    assert resp.status == 200 and resp.content_type == "image/jpeg"
+                    assert (await resp.read())[:2] == b"\xff\xd8"
+                async with client.get(url) as resp:
+                    assert resp.status == 401  # evidence only with a token
