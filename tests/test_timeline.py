@@ -224,3 +224,14 @@ async def test_embedded_redis_keeps_data_on_disk_and_is_shared(tmp_path: Path) -
 def test_timeline_entry_at() -> None:
     entry = TimelineEntry("1718000000000-0", Tick("s1", 1.0))
     assert entry.at == 1718000000.0 and entry.type == "tick"
+
+
+@given(st.text(max_size=200) | st.from_regex(r"(file|rtmp|gopher|http)://[\x00-\x7f]{0,60}", fullmatch=True))
+def test_source_rules_never_fail_and_only_allow_what_they_say(source: str) -> None:
+    rules = SourceRules(dirs=(Path("/srv/media"),))
+    problem = rules.problem(source)
+    assert problem is None or isinstance(problem, str)
+    if problem is None:
+        scheme = source.split("://", 1)[0].lower() if "://" in source else ""
+        resolved = os.path.realpath(source.removeprefix("file://")) if scheme in ("", "file") else ""
+        assert scheme in rules.schemes or resolved.startswith("/srv/media")

@@ -88,13 +88,18 @@ class SourceRules:
             return f"source {shown} is {len(source)} characters long; at most {MAX_SOURCE} are allowed"
         if any(ord(c) < 32 or ord(c) == 127 for c in source):
             return f"source {shown} contains control characters"
-        scheme = _scheme(source)
+        try:
+            scheme = _scheme(source)
+            path = source
+            if scheme == "file":
+                path = urllib.request.url2pathname(urllib.parse.urlsplit(source).path)
+        except ValueError as exc:  # e.g. "x://[": an unterminated IPv6 host
+            return f"source {shown} is not a valid URL: {exc}"
         if scheme and scheme != "file":
             if scheme not in self.schemes:
                 return (f"source {shown}: scheme {scheme!r} is not allowed here (allowed: "
                         f"{', '.join(self.schemes) or 'none'})")
             return None
-        path = urllib.request.url2pathname(urllib.parse.urlsplit(source).path) if scheme == "file" else source
         if not self.dirs:
             return (f"source {shown} is a file; files may be named only under a configured source directory "
                     "(livesafe run --source-dir DIR), and none is configured")
