@@ -2,8 +2,9 @@
 
 Each stream's worker runs in its own task, owned by the service: a stream that fails (corrupt media, a
 source that cannot be opened) ends with an error recorded for that stream only; ``stream.ended`` or
-shutdown cancels the task and waits for it. Every event a worker produces goes to the Redis event log;
-interventions also go to the durable outbox, from which the gateway delivers them to the backend.
+shutdown cancels the task and waits for it. Every start of a stream id is a new session of it; every event
+its worker produces goes to the session's timeline (:mod:`livesafe.timeline`); interventions and lifts also
+go to the durable outbox, from which the gateway and webhooks deliver them to the backend.
 """
 
 from __future__ import annotations
