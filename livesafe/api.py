@@ -26,8 +26,9 @@ whole record; it outlives the stream (see :mod:`livesafe.timeline.audit` for the
 A timeline page lists entries oldest first, each with ``id`` (the cursor), ``at`` and the record (``type``
 and its fields, floats exact); ``next`` is the cursor of the next page, null on the last.
 
-An overturn lifts an intervention in force (``reason: overturned``): the verdict goes to the session's timeline
-and the lift goes to the backend through the outbox like any intervention. ``stream_id`` may be left out.
+An overturn lifts an intervention in force (``reason: overturned``): the verdict goes to the session's
+timeline and the lift to the backend through the outbox like any intervention. ``stream_id`` may be left
+out.
 
 Every call but ``/v1/health`` needs ``Authorization: Bearer TOKEN``: the backend tokens, the same
 :class:`~livesafe.auth.TokenSet` as the gateway's, so a reloaded tokens file applies

@@ -21,7 +21,8 @@ AUDIT_MAXLEN = 10_000
 
 @dataclass(frozen=True, slots=True)
 class AuditEntry:
-    """One entry of a stream's audit trail: ``entry_id`` is also its id in the session's timeline and its cursor."""
+    """One entry of a stream's audit trail: ``entry_id`` is also its id in the session's timeline, and the
+    paging cursor."""
 
     entry_id: str
     event: Event
