@@ -68,6 +68,7 @@ import numpy.typing as npt
 import yaml
 
 from livesafe.analyzers.base import AnalyzerCost, ModelUnavailableError
+from livesafe.analyzers.text_norm import Deobfuscator, pattern_words
 from livesafe.core.events import CATEGORIES, Signal, Transcript
 
 __all__ = [
@@ -642,6 +643,10 @@ class TextClassifier:
         extra = term_rules(self.options.extra_terms, self.options.extra_term_score)
         self.rules: tuple[Rule, ...] = load_rules(patterns_path) + extra
         self.targets: re.Pattern[str] = load_targets(patterns_path)
+        #: Repairs leetspeak, spaced letters, run-together words and one-letter typos of key terms.
+        self.deobfuscate = Deobfuscator(
+            pattern_words([self.targets.pattern]),
+            keep=[t for terms in self.options.extra_terms.values() for t in terms])
         #: Per stream, the media end of the last transcript that named a group (TARGET_MEMORY_S).
         self._named_at: OrderedDict[str, float] = OrderedDict()
         self._memory_lock = threading.Lock()
@@ -665,7 +670,7 @@ class TextClassifier:
     ) -> list[TextResult]:
         """Scores and rule hits of each text; ``group_named_before`` (one flag per text): the text follows
         a mention of a group, so a pronoun in it refers to that group (see ``TARGET_MEMORY_S``)."""
-        normalized = [normalize(t) for t in texts]
+        normalized = [self.deobfuscate(normalize(t)) for t in texts]
         segs = [segments(n) for n in normalized]
         flat = [s for group in segs for s in group]
         head_probs = self.heads.predict(self.encoder.encode(flat)) if flat else np.zeros((0, 0))
