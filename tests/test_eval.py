@@ -46,8 +46,8 @@ def policy() -> Policy:
 
 def test_registry() -> None:
     assert set(DATASETS) == {
-        "davidson", "ethos_binary", "ethos_violence", "cssrs", "jigsaw_sample", "functional", "speech_refs",
-        "fight_clips"}
+        "davidson", "ethos_binary", "ethos_violence", "cssrs", "jigsaw_sample", "functional", "heldout_suite",
+        "speech_refs", "fight_clips"}
     assert {d.kind for d in DATASETS.values()} == {"text", "speech", "video"}
     assert DATASETS["speech_refs"].kind == "speech"
     with pytest.raises(dataclasses.FrozenInstanceError):

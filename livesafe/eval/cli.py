@@ -30,7 +30,7 @@ def format_table(result: dict[str, Any]) -> str:
     """The figures of :func:`run_eval` as plain-text tables."""
     lines = [f"policy {result['policy']}, data {result['data_dir']}, limit {result['limit']}"]
     text = {k: v for k, v in result["datasets"].items() if v["kind"] in ("text", "video")}
-    if text:
+    if any(ds["categories"] for ds in text.values()):
         lines += [
             "",
             f"{'dataset':<15} {'category':<11} {'floor':>5} {'n':>6} {'support':>7} "
@@ -49,17 +49,28 @@ def format_table(result: dict[str, Any]) -> str:
                     f"{m['precision']:>9.3f} {m['recall']:>6.3f} {m['f1']:>6.3f} {m['accuracy']:>8.3f} "
                     f"{at(m, 0.9):>12} {at(m, 0.5):>12} {m['ece']:>6.3f}"
                 )
-        for name, ds in text.items():
-            if not ds.get("tags"):
-                continue
-            cats = list(ds["categories"])
-            lines += ["", f"{name}: accuracy per functionality (right in every category; per category)"]
-            lines.append(f"  {'tag':<26} {'n':>4} {'accuracy':>8} " + " ".join(f"{c:>8}" for c in cats))
-            for tag, t in ds["tags"].items():
-                lines.append(
-                    f"  {tag:<26} {t['n']:>4} {t['accuracy']:>8.3f} "
-                    + " ".join(f"{t[c]:>8.3f}" for c in cats)
-                )
+    for name, ds in text.items():
+        for label, m in ds.get("any_of", {}).items():  # flagged when any of its categories is flagged
+            rule = " or ".join(f"{c} >= {f:.2f}" for c, f in m["floors"].items())
+            lines += [
+                "",
+                f"{name}: {label} = {rule} (flagged at the policy floor)",
+                f"  overall accuracy {m['accuracy']:.3f} (n {m['n']}); {label} part "
+                f"{m['accuracy_positive']:.3f} (n {m['n_positive']}); not {label} part "
+                f"{m['accuracy_negative']:.3f} (n {m['n_negative']})",
+                f"  precision {m['precision']:.3f}, recall {m['recall']:.3f}, f1 {m['f1']:.3f}; flagged by "
+                + ", ".join(f"{c} {k}" for c, k in m["flagged_by"].items()),
+            ]
+    for name, ds in text.items():
+        if not ds.get("tags"):
+            continue
+        cats = [*ds["categories"], *ds.get("any_of", {})]
+        lines += ["", f"{name}: accuracy per functionality (right in every category; per category)"]
+        lines.append(f"  {'tag':<26} {'n':>4} {'accuracy':>8} " + " ".join(f"{c:>8}" for c in cats))
+        for tag, t in ds["tags"].items():
+            lines.append(
+                f"  {tag:<26} {t['n']:>4} {t['accuracy']:>8.3f} " + " ".join(f"{t[c]:>8.3f}" for c in cats)
+            )
     for name, ds in result["datasets"].items():
         if ds["kind"] != "speech":
             continue

@@ -70,12 +70,16 @@ class TextSet:
     labels: dict[str, list[int]]
     #: Optional functionality tag per item (``eval_text`` then reports the accuracy per tag).
     tags: list[str] | None = None
+    #: Labels that are not classifier categories: label -> categories; an item is flagged for such a label
+    #: when any of those categories is flagged at its floor (``heldout_suite``: hateful = hate or threat).
+    any_of: dict[str, tuple[str, ...]] | None = None
 
     def subset(self, keep: Sequence[int]) -> TextSet:
         return TextSet(
             [self.items[i] for i in keep],
             {c: [v[i] for i in keep] for c, v in self.labels.items()},
             None if self.tags is None else [self.tags[i] for i in keep],
+            self.any_of,
         )
 
     def __len__(self) -> int:

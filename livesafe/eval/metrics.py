@@ -18,6 +18,7 @@ __all__ = [
     "edit_distance",
     "expected_calibration_error",
     "normalize_words",
+    "part_accuracy",
     "tag_accuracy",
     "wer",
 ]
@@ -42,6 +43,19 @@ def binary_metrics(labels: Sequence[int], flagged: Sequence[bool]) -> dict[str, 
         "tp": tp,
         "fp": fp,
         "fn": fn,
+    }
+
+
+def part_accuracy(labels: Sequence[int], flagged: Sequence[bool]) -> dict[str, float | int]:
+    """Accuracy on the positive part (items labelled 1: the recall) and on the negative part (items labelled
+    0: the share not flagged), with the size of each part (accuracy 0 for an empty part)."""
+    pos = [f for y, f in zip(labels, flagged, strict=True) if y]
+    neg = [f for y, f in zip(labels, flagged, strict=True) if not y]
+    return {
+        "accuracy_positive": round(sum(pos) / len(pos), 4) if pos else 0.0,
+        "n_positive": len(pos),
+        "accuracy_negative": round(sum(not f for f in neg) / len(neg), 4) if neg else 0.0,
+        "n_negative": len(neg),
     }
 
 

@@ -27,7 +27,19 @@ Data sets (:data:`DATASETS`):
   terms, untargeted swearing, negated hate). Besides the per-category figures, the accuracy per tag (an item
   is right when every labelled category is flagged as labelled). Evaluation only: nothing trains or
   calibrates on it;
-* ``jigsaw_sample``: the labelled rows of detoxify's Jigsaw ``test.csv``: threat -> ``threat``, insult ->
+* ``heldout_suite``: the project's HELD-OUT functional test suite (:mod:`livesafe.eval.suite`, generated
+  deterministically from our own templates in ``livesafe/eval/data/heldout_suite.yaml``, shipped with the
+  package; ``data_dir`` is not read): over 2,000 short utterances, about 2/3 hateful, each labelled
+  ``hateful`` or not and tagged with its functionality (explicit derogation, dehumanisation, implicit
+  derogation, direct and normative threats against a group, slurs, hateful profanity, pronoun reference,
+  questions, opinions, five spelling variations; and not hateful: negated hate, neutral and positive group
+  mentions, counter-speech, abuse of objects, of individuals and of non-protected groups, untargeted
+  swearing, reclaimed and look-alike slur words, gaming and sports trash talk), about eight protected
+  groups. RIGHT means: an item is predicted hateful when ``hate`` or ``threat`` is flagged at its policy
+  floor (what a platform acts on), and the prediction equals the label. Reported: overall accuracy, the
+  accuracy on the hateful and on the non-hateful part, and the accuracy per functionality. NEVER used for
+  training, calibration or rule tuning (``text_functional.yaml`` is the development set for that);
+ the labelled rows of detoxify's Jigsaw ``test.csv``: threat -> ``threat``, insult ->
   ``harassment``, obscene -> ``profanity``, identity_hate -> ``hate``;
 * ``speech_refs``: ``audio/refs.tsv`` rows whose reference quality is good or medium, decoded with PyAV to
   16 kHz mono (a row with channel 0 or 1 takes that channel of a stereo file). WER normalisation
@@ -58,6 +70,7 @@ from livesafe.eval.datasets import (
     load_jigsaw_sample,
     load_speech_refs,
 )
+from livesafe.eval.suite import load_heldout_suite
 from livesafe.eval.video import ClipSet, load_fight_clips
 
 __all__ = ["DATASETS", "Dataset", "Loaded"]
@@ -84,6 +97,7 @@ DATASETS: dict[str, Dataset] = {
         Dataset("cssrs", "text", load_cssrs),
         Dataset("jigsaw_sample", "text", load_jigsaw_sample),
         Dataset("functional", "text", load_functional),
+        Dataset("heldout_suite", "text", load_heldout_suite),
         Dataset("speech_refs", "speech", load_speech_refs),
         Dataset("fight_clips", "video", load_fight_clips),
     )

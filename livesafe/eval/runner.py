@@ -10,6 +10,11 @@ mean score and the rate of positives); see :mod:`livesafe.eval.metrics`. Speech 
 the packaged recognizer and scored by word error rate (WER) after normalisation. Fight clips are fed to the
 motion analyzer as streams.
 
+A text data set may label something that is not a classifier category (:attr:`TextSet.any_of`,
+``heldout_suite``'s ``hateful``): an item is flagged for it when any of its categories is flagged at that
+category's floor; it is reported with precision, recall, F1, accuracy, and the accuracy on the positive and
+on the negative part (``accuracy_positive``, ``accuracy_negative``), without calibration figures.
+
 ``limit`` keeps, per data set, a deterministic sample of N items (seed 0, in data order), for quick runs.
 """
 
@@ -31,6 +36,7 @@ from livesafe.eval.metrics import (
     calibration_metrics,
     edit_distance,
     normalize_words,
+    part_accuracy,
     tag_accuracy,
 )
 from livesafe.eval.registry import DATASETS
@@ -86,23 +92,52 @@ def decode_clip(path: Path, channel: int | None) -> npt.NDArray[np.float32]:
     return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
 
 
+def _floor(policy: Policy, category: str) -> float:
+    cat_policy = policy.category(category)
+    return cat_policy.floor if cat_policy is not None else DEFAULT_FLOOR
+
+
 def eval_text(data: TextSet, policy: Policy, classifier: TextClassifier) -> dict[str, Any]:
+    """Figures per category of ``data.labels``; per ``data.any_of`` label (flagged when any of its
+    categories is flagged at its floor) binary figures and the accuracy on its positive and negative parts
+    (no calibration: it has no score of its own); and with tags, the accuracy per tag."""
     flat = [text for item in data.items for text in item]
     scores = classifier.scores_batch(flat) if flat else []
+
+    def item_scores(cat: str) -> list[float]:
+        out, pos = [], 0
+        for item in data.items:
+            out.append(max((scores[pos + k].get(cat, 0.0) for k in range(len(item))), default=0.0))
+            pos += len(item)
+        return out
+
+    any_of = data.any_of or {}
     categories: dict[str, Any] = {}
+    derived: dict[str, Any] = {}
     correct: dict[str, list[bool]] = {}
     for cat, labels in data.labels.items():
-        cat_policy = policy.category(cat)
-        floor = cat_policy.floor if cat_policy is not None else DEFAULT_FLOOR
-        item_scores, pos = [], 0
-        for item in data.items:
-            item_scores.append(max((scores[pos + k].get(cat, 0.0) for k in range(len(item))), default=0.0))
-            pos += len(item)
-        flagged = [s >= floor for s in item_scores]
-        metrics = binary_metrics(labels, flagged)
-        categories[cat] = {"floor": floor, **metrics, **calibration_metrics(labels, item_scores)}
+        if cat in any_of:
+            parts = any_of[cat]
+            floors = {c: _floor(policy, c) for c in parts}
+            part_flags = {c: [s >= floors[c] for s in item_scores(c)] for c in parts}
+            flagged = [any(fs) for fs in zip(*part_flags.values(), strict=True)]
+            derived[cat] = {
+                "of": list(parts),
+                "floors": floors,
+                **binary_metrics(labels, flagged),
+                **part_accuracy(labels, flagged),
+                "flagged_by": {c: sum(fs) for c, fs in part_flags.items()},
+            }
+        else:
+            floor = _floor(policy, cat)
+            cat_scores = item_scores(cat)
+            flagged = [s >= floor for s in cat_scores]
+            metrics = binary_metrics(labels, flagged)
+            categories[cat] = {"floor": floor, **metrics, **calibration_metrics(labels, cat_scores)}
         correct[cat] = [bool(y) == f for y, f in zip(labels, flagged, strict=True)]
     out: dict[str, Any] = {"kind": "text", "n": len(data), "texts": len(flat), "categories": categories}
+    if derived:
+        out["any_of"] = derived
     if data.tags is not None:
         out["tags"] = tag_accuracy(data.tags, correct)
     return out
