@@ -103,8 +103,9 @@ TEXT_CATEGORIES: tuple[str, ...] = (
 #: ``PROFANITY_STRONG_TERM`` or more lets it count fully, a milder one ("damn") part way.
 PROFANITY_UNGATED_WEIGHT = 0.3
 PROFANITY_STRONG_TERM = 0.7
-#: Weight of an ``idiom`` rule's hit when the text talks about a game or a sport.
-GAME_CONTEXT_WEIGHT = 0.4
+#: Weight of an ``idiom`` rule's hit, and of the threat head's evidence, when the text talks about a game
+#: or a sport and names no protected group ("I'm going to kill you next round": trash talk, not a threat).
+GAME_CONTEXT_WEIGHT = 0.3
 #: Weight of the hate head's evidence for a piece of text naming no protected group (no identity term,
 #: no slur). Measured on the functional tests and the Davidson/ETHOS held-out splits (see the CHANGELOG).
 NO_TARGET_WEIGHT = 0.25
@@ -184,7 +185,7 @@ _GAME_CONTEXT = re.compile(
     r"killstreak|kill streak|dungeon|quest|zombies?|dragon|monsters?|npcs?|server|ranked|players?|gg|"
     r"clutch|ult|loadout|loot|looted|heal|healing|revive|score|goal|playoffs?|league|season|"
     r"opponents?|tournament|inventory|stole my kill|my kill|minecraft|fortnite|valorant|warzone|apex|"
-    r"overwatch|league of legends|dota|call of duty|pubg|roblox|chess|fifa|ref|referee|striker|"
+    r"overwatch|league of legends|dota|call of duty|pubg|roblox|chess|fifa|ref|referee|striker|among us|"
     r"the other team|their team|our team|first half|second half|overtime|on stage)\b"
 )
 #: Counter-speech: a sentence that frames a hateful statement ("saying that ...", "calling ...") and
@@ -418,6 +419,14 @@ def hate_context_weight(
     elif _REPORTED.search(normalized):
         weight *= REPORTED_WEIGHT
     return weight
+
+
+def threat_context_weight(normalized: str, targets: re.Pattern[str]) -> float:
+    """Weight of the threat head's evidence for one piece of normalised text: ``GAME_CONTEXT_WEIGHT``
+    when it talks about a game or a sport and names no protected group, else 1."""
+    if _GAME_CONTEXT.search(normalized) is not None and targets.search(normalized) is None:
+        return GAME_CONTEXT_WEIGHT
+    return 1.0
 
 
 def noisy_or(scores: Sequence[float] | npt.NDArray[np.float64]) -> float:
@@ -682,6 +691,9 @@ class TextClassifier:
                 hate_context_weight(s, self.rules, self.targets, group_named_before=b)
                 for s, b in zip(flat, flags, strict=True)
             ]
+        if flat and "threat" in self.heads.categories:
+            column = self.heads.categories.index("threat")
+            head_probs[:, column] *= [threat_context_weight(s, self.targets) for s in flat]
         profanity = np.asarray(self._profanity(list(texts)), dtype=np.float64) if texts else np.zeros(0)
         results: list[TextResult] = []
         row = 0
