@@ -73,6 +73,28 @@ CLIPS: dict[str, list[Part]] = {
         Part("All immigrants are animals. They should all be deported.", offending=True),
         Part(pause_s=7.0),
     ],
+    # "I am going to <violent verb> <a member of a group>", phrased three ways (issue 10).
+    "threat_group_shoot": [
+        Part(pause_s=2.0),
+        Part("Okay, quick break from the game."),
+        Part(pause_s=1.0),
+        Part("I am going to shoot the next Muslim I see.", offending=True),
+        Part(pause_s=7.0),
+    ],
+    "threat_group_stab": [
+        Part(pause_s=2.0),
+        Part("Thanks for the follows, everyone."),
+        Part(pause_s=1.0),
+        Part("I will stab every gay man who walks into my shop.", offending=True),
+        Part(pause_s=7.0),
+    ],
+    "threat_group_run_over": [
+        Part(pause_s=2.0),
+        Part("Let me tell you about my day."),
+        Part(pause_s=1.0),
+        Part("Tomorrow I am going to run over some immigrant kids with my truck.", offending=True),
+        Part(pause_s=7.0),
+    ],
     "benign": [
         Part(pause_s=2.0),
         Part("Hi everyone, thanks for joining the stream tonight."),
@@ -153,7 +175,10 @@ def first_intervention(run: Run) -> Intervention:
     return acted[0]
 
 
-@pytest.mark.parametrize(("name", "category"), [("threat", "threat"), ("hate", "hate")])
+@pytest.mark.parametrize(("name", "category"), [
+    ("threat", "threat"), ("hate", "hate"), ("threat_group_shoot", "threat"), ("threat_group_stab", "threat"),
+    ("threat_group_run_over", "threat"),
+])
 def test_offending_speech_brings_an_intervention_within_seconds(
     runs: dict[str, tuple[Clip, Run]], name: str, category: str
 ) -> None:
