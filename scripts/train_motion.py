@@ -53,16 +53,15 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from livesafe.analyzers import motion  # noqa: E402
-from livesafe.analyzers.motion import (  # noqa: E402
+from livesafe.analyzers.motion import MotionHead, sample_clip  # noqa: E402
+from livesafe.analyzers.motion_features import (  # noqa: E402
     FEATURE_NAMES,
     MAX_GAP_FACTOR,
     REQUIRED_FPS,
     WINDOW_FRAMES,
-    MotionHead,
     PairMotion,
     frame_pairs,
     pair_motion,
-    sample_clip,
     to_small_gray,
     window_motion,
 )
