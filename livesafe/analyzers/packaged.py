@@ -1,9 +1,15 @@
-"""Model files inside installed wheels: where one is, and the size and sha256 its wheel's RECORD promises."""
+"""Model files: where one is inside its installed wheel (with the size and sha256 its RECORD promises), and
+the cache directory that models assembled or converted from them are installed into, whole or not at all."""
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import importlib.metadata
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,3 +48,36 @@ def packaged_file(package: str, relpath: str, missing: str) -> PackagedFile:
             f"{path} is missing from {package} {dist.version}: pip install --force-reinstall {package}"
         )
     return PackagedFile(package, path, dist.version, size, sha256)
+
+
+_CHUNK = 1 << 22
+
+
+def default_cache_dir() -> Path:
+    """``$LIVESAFE_CACHE_DIR`` or ``~/.cache/livesafe``: where assembled and converted models are kept."""
+    env = os.environ.get("LIVESAFE_CACHE_DIR")
+    return Path(env) if env else Path.home() / ".cache" / "livesafe"
+
+
+def file_sha256(path: Path) -> str:
+    """The sha256 (hex) of a file, read in 4 MiB blocks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while block := fh.read(_CHUNK):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def install_dir(tmp: Path, final: Path, complete: Callable[[Path], bool]) -> None:
+    """Move the built directory ``tmp`` to ``final`` atomically. An existing ``final`` (incomplete or corrupt:
+    the caller found it so) is moved aside and deleted first; losing a race to another process that
+    installed a ``complete`` one is fine, any other failure to rename is raised."""
+    if final.exists():
+        trash = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".old"))
+        os.replace(final, trash / "x")
+        shutil.rmtree(trash, ignore_errors=True)
+    try:
+        os.replace(tmp, final)
+    except OSError:
+        if not complete(final):  # not another process winning the race: a real failure
+            raise

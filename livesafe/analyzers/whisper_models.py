@@ -30,17 +30,11 @@ from typing import BinaryIO
 
 from livesafe.analyzers.base import ModelUnavailableError
 from livesafe.analyzers.packaged import PackagedFile as _Part
-from livesafe.analyzers.packaged import packaged_file
+from livesafe.analyzers.packaged import default_cache_dir, file_sha256, install_dir, packaged_file
 from livesafe.core.languages import BASE, TINY_EN
 
 _STAMP = "assembled.json"
 _CHUNK = 1 << 22
-
-
-def default_cache_dir() -> Path:
-    """``$LIVESAFE_CACHE_DIR`` or ``~/.cache/livesafe`` (the same cache as the openai-whisper converter)."""
-    env = os.environ.get("LIVESAFE_CACHE_DIR")
-    return Path(env) if env else Path.home() / ".cache" / "livesafe"
 
 
 def _locate(package: str, relpath: str) -> _Part:
@@ -66,14 +60,6 @@ def _base_parts() -> tuple[list[_Part], list[_Part]]:
     return parts, extras
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while block := fh.read(_CHUNK):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _is_complete(model_dir: Path, size: int) -> bool:
     """The assembled directory is whole: every file there, model.bin of the right size and digest."""
     stamp_path = model_dir / _STAMP
@@ -86,7 +72,7 @@ def _is_complete(model_dir: Path, size: int) -> bool:
         return False
     if not all((model_dir / name).is_file() for name in ("config.json", "tokenizer.json", "vocabulary.json")):
         return False
-    return bool(_sha256(model_bin) == stamp.get("sha256"))
+    return bool(file_sha256(model_bin) == stamp.get("sha256"))
 
 
 def _copy_checked(part: _Part, out: BinaryIO, digest: Callable[[bytes], object]) -> int:
@@ -126,15 +112,7 @@ def _assemble(parts: list[_Part], extras: list[_Part], final: Path) -> None:
             "parts": [f"{p.package}=={p.version}:{p.path.name}" for p in parts],
         }
         (tmp / _STAMP).write_text(json.dumps(stamp, indent=1), encoding="utf-8")
-        if final.exists():  # incomplete or corrupt: move it aside atomically, then delete it
-            trash = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".old"))
-            os.replace(final, trash / "x")
-            shutil.rmtree(trash, ignore_errors=True)
-        try:
-            os.replace(tmp, final)
-        except OSError:
-            if not _is_complete(final, size):  # not another process winning the race: a real failure
-                raise
+        install_dir(tmp, final, lambda d: _is_complete(d, size))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
