@@ -240,8 +240,6 @@ class StreamWorker:
         audio = _Lane[AudioChunk](AUDIO_LANE)
         stats = self.source.stats
 
-        reader_done = asyncio.Event()
-
         async def read() -> None:
             try:
                 async for sample in self.source.samples():
@@ -255,36 +253,22 @@ class StreamWorker:
                 video.close()
                 audio.close()
 
-        drained = 0
-
-        async def drained_one() -> None:
-            nonlocal drained
-            drained += 1
-            if drained == 2:
-                reader_done.set()
-
         async def drain_video() -> None:
             while (sample := await video.get()) is not None:
                 await self._video(sample)
-            await drained_one()
 
         async def drain_audio() -> None:
             while (chunk := await audio.get()) is not None:
                 await self._audio(chunk)
-            await drained_one()
 
         try:
             async with asyncio.TaskGroup() as group:
                 group.create_task(read(), name=f"{self.stream_id}-read")
-                group.create_task(drain_video(), name=f"{self.stream_id}-video")
-                group.create_task(drain_audio(), name=f"{self.stream_id}-audio")
+                drains = [group.create_task(drain_video(), name=f"{self.stream_id}-video"),
+                          group.create_task(drain_audio(), name=f"{self.stream_id}-audio")]
                 timer = group.create_task(self._deadlines(), name=f"{self.stream_id}-deadlines")
-
-                async def stop_timer_when_drained() -> None:  # the timer alone must not keep the group
-                    await reader_done.wait()
-                    timer.cancel()
-
-                group.create_task(stop_timer_when_drained(), name=f"{self.stream_id}-timer-stop")
+                await asyncio.wait(drains)  # the media is done: the timer alone must not keep the group
+                timer.cancel()
         except* SourceError as errors:
             raise errors.exceptions[0] from None  # the stream's own failure, as in sequential mode
 
@@ -318,24 +302,27 @@ class StreamWorker:
 
     async def _video(self, sample: VideoSample) -> None:
         self._advance(sample.media_ts)
+        kept: set[str] = set()  # one thumbnail per frame reference, whichever analyzers flag it
         for analyzer in self.feeds.due(sample.media_ts):
             self.summary.vision_samples[analyzer.name] += 1
             signals = await asyncio.to_thread(analyzer.analyze, sample)
             if self.evidence is not None:
-                await self._keep_evidence(sample, signals)
+                await self._keep_evidence(sample, signals, kept)
             for signal in signals:
                 await self._signal(signal)
         await self._tick(sample.media_ts)
 
-    async def _keep_evidence(self, sample: VideoSample, signals: Sequence[Signal]) -> None:
-        """Hand the frame to the evidence sink once per reference if some signal reached its floor."""
+    async def _keep_evidence(self, sample: VideoSample, signals: Sequence[Signal], kept: set[str]) -> None:
+        """Hand the frame to the evidence sink, before its signals reach the core, under each reference a
+        signal at or above its floor gives it and that is not in ``kept`` yet (then added there)."""
         assert self.evidence is not None
         refs = set()
         for signal in signals:
             category = self.monitor.policy.category(signal.category)
             if category is not None and signal.score >= category.floor and (ref := thumbnail_ref(signal)):
                 refs.add(ref)
-        for ref in sorted(refs):
+        for ref in sorted(refs - kept):
+            kept.add(ref)
             await self.evidence(ref, sample)
 
     async def _audio(self, chunk: AudioChunk) -> None:
