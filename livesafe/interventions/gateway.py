@@ -477,9 +477,9 @@ class Gateway:
     def _settled(self, entry_id: str, key: str, stream_id: str | None = None) -> None:
         """A delivery was acknowledged (by any connection): free the slot of the connection holding it,
         and wake the connections holding back later deliveries of its stream (one is the head now)."""
-        holder = self._holders.pop(entry_id, None)
+        holder = self._holders.get(entry_id)
         if holder is not None:
-            holder.forget(entry_id, key)
+            holder.settle(entry_id, key)
         if stream_id is not None:
             for conn in self._connections.values():
                 if conn.delivery.waits_for(stream_id):
