@@ -24,11 +24,13 @@ from livesafe.analyzers.text import (
     TextClassifier,
     TextOptions,
     hate_context_weight,
+    load_macro,
     load_rules,
     load_targets,
     match_rules,
     normalize,
 )
+from livesafe.analyzers.text_coref import GroupReferences
 from livesafe.core.events import Transcript
 from livesafe.core.policy import load_policy
 from livesafe.eval.datasets import load_functional
@@ -393,6 +395,38 @@ def test_a_pronoun_right_after_a_group_mention_refers_to_it(clf: TextClassifier,
     memory.forget("a")
     assert hate("a", 41.0, text) < hate_floor
     assert hate("c", 0.0, "gg we destroyed them, ez") < hate_floor
+
+
+def test_group_pronouns_resolve_to_the_group_named_last() -> None:
+    refs = GroupReferences(load_macro("GROUP"))
+    assert refs.resolve("i met some jews yesterday. they are all greedy rats.") == (
+        "i met some jews yesterday. jews are all greedy rats.", "jews")
+    # The referent comes from before the text, and a later mention replaces it.
+    assert refs.resolve("these people should leave.", "refugees") == ("refugees should leave.", "refugees")
+    text, last = refs.resolve("muslims are lovely. gay people too. they were so kind to me.")
+    assert text.endswith("gay people were so kind to me.") and last == "gay people"
+    # Possessive, and nothing to resolve without a referent.
+    assert refs.resolve("their culture is backwards.", "refugees")[0] == "refugees's culture is backwards."
+    untouched = "they took my loot. they are so bad."
+    assert refs.resolve(untouched) == (untouched, None)
+
+
+@pytest.mark.models
+def test_a_hateful_claim_about_they_in_the_same_text_is_hate(clf: TextClassifier, hate_floor: float) -> None:
+    assert clf.scores("I met some Jews yesterday. They are all greedy rats.")["hate"] >= hate_floor
+    assert clf.scores("They are all greedy rats, the whole enemy team.")["hate"] < hate_floor
+    assert clf.scores("Muslims live next door to me. They are lovely.")["hate"] < hate_floor
+
+
+@pytest.mark.models
+def test_a_slur_aimed_at_someone_is_hate_but_its_mention_or_reclaiming_is_not(
+    clf: TextClassifier, hate_floor: float
+) -> None:
+    for text in ("go home, wetback", "spics like you ruin everything", "he is such a tranny freak"):
+        assert clf.scores(text)["hate"] >= hate_floor, text
+    for text in ("i am a proud dyke and i will not apologise", "my nigga just got promoted!",
+                 "someone in chat called me a tranny and i reported them"):
+        assert clf.scores(text)["hate"] < hate_floor, text
 
 
 @pytest.mark.models

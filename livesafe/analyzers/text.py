@@ -68,6 +68,7 @@ import numpy.typing as npt
 import yaml
 
 from livesafe.analyzers.base import AnalyzerCost, ModelUnavailableError
+from livesafe.analyzers.text_coref import GroupReferences
 from livesafe.analyzers.text_norm import Deobfuscator, pattern_words
 from livesafe.core.events import CATEGORIES, Signal, Transcript
 
@@ -130,6 +131,7 @@ _REWRITES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
     (re.compile(p), r)
     for p, r in (
         (r"\b(?:imma|ima|i'ma|i'mma|i'm going to|im going to)\b", "i am going to"),
+        (r"\bcan(?:'t|not| not) wait to\b", "really want to"),
         (r"\b(?:i'm|im)\b", "i am"),
         (r"\bgonna\b", "going to"),
         (r"\bwanna\b", "want to"),
@@ -176,7 +178,7 @@ _REPORTED = re.compile(
     r"\b(?:said|says|saying|say that|told (?:me|us|him|her|them)|tells|wrote|writes|typed|asked|quote|"
     r"quoting|quoted|lyrics?|the line|in the (?:movie|film|show|series|book|song)|claims? that|"
     r"claimed that|shouted|shouting|yelled|yelling|chanted|posted|tweeted|was arrested for|"
-    r"were arrested for)\b"
+    r"were arrested for|called (?:me|us|him|her|my \w+)|calling (?:me|us|him|her))\b"
 )
 #: Games and sports: violent verbs near these are usually idioms ("I'm going to kill him, he took my loot").
 _GAME_CONTEXT = re.compile(
@@ -222,8 +224,6 @@ _COUNTER = re.compile(
     r"transphobic|antisemitic|bigoted|a bigot|a racist)\b"
     r"|\bconspiracy theor(?:y|ies)\b"
 )
-#: A reference to people by pronoun: names a group only right after a group was named (TARGET_MEMORY_S).
-_PRONOUN = re.compile(r"\b(?:they|them|their|theirs|these people|those people|such people|these guys)\b")
 _MACRO = re.compile(r"\{([A-Z_]+)\}")
 #: Categories whose hits are dropped when their sentence frames and condemns them ("saying that immigrants
 #: should be shot is disgusting").
@@ -290,6 +290,15 @@ def load_rules(path: Path = PATTERNS_PATH) -> tuple[Rule, ...]:
                 )
             )
     return tuple(rules)
+
+
+def load_macro(name: str, path: Path = PATTERNS_PATH) -> re.Pattern[str]:
+    """A macro of a patterns file (e.g. ``GROUP``), expanded and compiled as a whole-word expression."""
+    doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    macros: dict[str, str] = dict(doc.get("macros") or {})
+    if name not in macros:
+        raise ValueError(f"{path}: no macro {name!r}")
+    return re.compile(rf"\b{_expand(macros[name], macros)}\b")
 
 
 def load_targets(path: Path = PATTERNS_PATH) -> re.Pattern[str]:
@@ -405,15 +414,9 @@ def rejected_hate(normalized: str, rules: Sequence[Rule]) -> bool:
     return False
 
 
-def hate_context_weight(
-    normalized: str, rules: Sequence[Rule], targets: re.Pattern[str], *, group_named_before: bool = False
-) -> float:
-    """Weight of the hate head's evidence for one piece of normalised text (see the module docs);
-    ``group_named_before``: the text follows a mention of a group, so a pronoun refers to it."""
-    named = targets.search(normalized) is not None or (
-        group_named_before and _PRONOUN.search(normalized) is not None
-    )
-    weight = 1.0 if named else NO_TARGET_WEIGHT
+def hate_context_weight(normalized: str, rules: Sequence[Rule], targets: re.Pattern[str]) -> float:
+    """Weight of the hate head's evidence for one piece of normalised text (see the module docs)."""
+    weight = 1.0 if targets.search(normalized) is not None else NO_TARGET_WEIGHT
     if rejected_hate(normalized, rules):
         weight *= REJECTED_WEIGHT
     elif _REPORTED.search(normalized):
@@ -656,8 +659,11 @@ class TextClassifier:
         self.deobfuscate = Deobfuscator(
             pattern_words([self.targets.pattern]),
             keep=[t for terms in self.options.extra_terms.values() for t in terms])
-        #: Per stream, the media end of the last transcript that named a group (TARGET_MEMORY_S).
-        self._named_at: OrderedDict[str, float] = OrderedDict()
+        #: Group pronouns ("they", "these people") resolved to the group named before them.
+        self.references = GroupReferences(load_macro("GROUP", patterns_path))
+        #: Per stream, the media end of the last transcript that named a group, and that group
+        #: (TARGET_MEMORY_S).
+        self._named_at: OrderedDict[str, tuple[float, str]] = OrderedDict()
         self._memory_lock = threading.Lock()
         wanted = set(TEXT_CATEGORIES) | {r.category for r in extra}
         self.categories: tuple[str, ...] = tuple(c for c in CATEGORIES if c in wanted)
@@ -674,23 +680,29 @@ class TextClassifier:
         """Scores of one text with the rule hits behind them."""
         return self.explain_batch([text])[0]
 
+    def prepare(self, text: str, group_before: str | None = None) -> tuple[str, str | None]:
+        """What the classifier reads of ``text``: normalised, deobfuscated, group pronouns resolved
+        (``group_before``: the group named last before it); and the last group the text itself names."""
+        clean = self.deobfuscate(normalize(text))
+        resolved, _ = self.references.resolve(clean, group_before)
+        return resolved, self.references.referent(clean)
+
     def explain_batch(
-        self, texts: Sequence[str], group_named_before: Sequence[bool] | None = None
+        self, texts: Sequence[str], groups_before: Sequence[str | None] | None = None
     ) -> list[TextResult]:
-        """Scores and rule hits of each text; ``group_named_before`` (one flag per text): the text follows
-        a mention of a group, so a pronoun in it refers to that group (see ``TARGET_MEMORY_S``)."""
-        normalized = [self.deobfuscate(normalize(t)) for t in texts]
+        """Scores and rule hits of each text; ``groups_before`` (one per text): the group named last
+        before the text, which its pronouns may refer to (see ``TARGET_MEMORY_S``)."""
+        before = [None] * len(texts) if groups_before is None else list(groups_before)
+        return self._explain(texts, [self.prepare(t, b)[0] for t, b in zip(texts, before, strict=True)])
+
+    def _explain(self, texts: Sequence[str], normalized: Sequence[str]) -> list[TextResult]:
+        """Results of ``texts`` from what the classifier reads of them (:meth:`prepare`)."""
         segs = [segments(n) for n in normalized]
         flat = [s for group in segs for s in group]
         head_probs = self.heads.predict(self.encoder.encode(flat)) if flat else np.zeros((0, 0))
         if flat and "hate" in self.heads.categories:
-            before = [False] * len(texts) if group_named_before is None else list(group_named_before)
-            flags = [b for b, group in zip(before, segs, strict=True) for _ in group]
             column = self.heads.categories.index("hate")
-            head_probs[:, column] *= [
-                hate_context_weight(s, self.rules, self.targets, group_named_before=b)
-                for s, b in zip(flat, flags, strict=True)
-            ]
+            head_probs[:, column] *= [hate_context_weight(s, self.rules, self.targets) for s in flat]
         if flat and "threat" in self.heads.categories:
             column = self.heads.categories.index("threat")
             head_probs[:, column] *= [threat_context_weight(s, self.targets) for s in flat]
@@ -734,8 +746,7 @@ class TextClassifier:
     def analyze_batch(self, transcripts: Sequence[Transcript]) -> list[list[Signal]]:
         """:meth:`analyze` of several transcripts (of any streams, each stream's in media order), embedded
         in one model pass: the same signals as calling :meth:`analyze` on each in turn."""
-        before = self._remember_groups(transcripts)
-        results = self.explain_batch([t.text for t in transcripts], before)
+        results = self._explain([t.text for t in transcripts], self._remember_groups(transcripts))
         return [self._signals(t, r) for t, r in zip(transcripts, results, strict=True)]
 
     def forget(self, stream_id: str) -> None:
@@ -743,16 +754,19 @@ class TextClassifier:
         with self._memory_lock:
             self._named_at.pop(stream_id, None)
 
-    def _remember_groups(self, transcripts: Sequence[Transcript]) -> list[bool]:
-        """Per transcript, in order: whether its stream named a group within ``TARGET_MEMORY_S`` before
-        it; and remember the transcripts that name one."""
-        out: list[bool] = []
+    def _remember_groups(self, transcripts: Sequence[Transcript]) -> list[str]:
+        """Per transcript, in order: its prepared text, pronouns resolved to the group its stream named
+        within ``TARGET_MEMORY_S`` before it; and remember the groups the transcripts name."""
+        out: list[str] = []
         with self._memory_lock:
             for t in transcripts:
                 last = self._named_at.get(t.stream_id)
-                out.append(last is not None and t.media_ts - last <= TARGET_MEMORY_S)
-                if self.targets.search(normalize(t.text)):
-                    self._named_at[t.stream_id] = max(t.end_ts, last if last is not None else t.end_ts)
+                recent = last is not None and t.media_ts - last[0] <= TARGET_MEMORY_S
+                text, named = self.prepare(t.text, last[1] if last is not None and recent else None)
+                out.append(text)
+                if named is not None:
+                    at = max(t.end_ts, last[0]) if last is not None else t.end_ts
+                    self._named_at[t.stream_id] = (at, named)
                     self._named_at.move_to_end(t.stream_id)
                     while len(self._named_at) > TARGET_MEMORY_STREAMS:
                         self._named_at.popitem(last=False)
