@@ -28,11 +28,12 @@ before the highest piece is taken:
 * ``REPORTED_WEIGHT`` when the piece reports or quotes someone ("someone in chat wrote that ...",
   "he called me a ..."), as rule hits in reported speech count half.
 
-Speech arrives an utterance at a time ("Immigrants are animals." | "They should all be deported."), so
-:meth:`TextClassifier.analyze` remembers, per stream, when a transcript last named a group: for
-``TARGET_MEMORY_S`` of media after it, a transcript that refers to people by a pronoun ("they", "them",
-"these people") counts as naming that group. :meth:`~TextClassifier.scores` and the other text methods
-have no such memory.
+Hate is often said in two steps ("I met some Jews yesterday. They are all greedy rats."), and speech
+arrives an utterance at a time ("Immigrants are animals." | "They should all be deported."): before the
+rules and the model read a text, group pronouns ("they", "them", "these people") are replaced by the group
+named last (:class:`~livesafe.analyzers.text_coref.GroupReferences`), in the same text, and across a
+stream's transcripts for ``TARGET_MEMORY_S`` of media after one named a group (:meth:`TextClassifier.analyze`
+remembers it per stream; :meth:`~TextClassifier.scores` and the other text methods have no such memory).
 
 Hate rules always name a group, so the rules (conspiracy, dehumanising and derogatory predicates,
 exclusion, violence against a group) carry explicit and implicit hate where the head is unsure.
