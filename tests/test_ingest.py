@@ -56,7 +56,7 @@ async def test_large_frames_are_scaled_down(tmp_path: Path) -> None:
 
 async def test_keyframes_only_decodes_only_key_frames(tmp_path: Path) -> None:
     clip = make_clip(tmp_path / "k.mp4", 4.0, audio=False, fps=10, gop=10)
-    full = AVSource("f", str(clip))
+    full = AVSource("f", str(clip), IngestOptions(skip_decode=False))
     await collect(full)
     key = AVSource("k", str(clip), IngestOptions(keyframes_only=True))
     samples = await collect(key)

@@ -218,7 +218,10 @@ class LiveSource(AVSource):
             wall0 = time.monotonic()
             outage: _Outage | None = None
             try:
-                for frame, t in self._decoded(container, streams):
+                def media_time(t: float) -> float | None:
+                    return None if origin is None else self._offset + max(0.0, t - origin)
+
+                for frame, t in self._decoded(container, streams, sampler, media_time):
                     if origin is None:
                         origin, wall0 = t, time.monotonic()
                         if self._wall_end is not None:

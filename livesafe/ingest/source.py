@@ -49,6 +49,8 @@ class IngestOptions:
     #: Decode only key frames where the codec allows it: far less CPU, samples at key-frame times only.
     #: The pipeline turns it off (:class:`KeyframeControl`) when an analyzer needs a dense feed (motion).
     keyframes_only: bool = False
+    #: Decode only what the samples need (``av_source.DecodeSkipper``: H.264 and HEVC); off: every frame.
+    skip_decode: bool = True
     #: Segment audio into utterances with Silero VAD (silence is dropped, never transcribed); without it
     #: audio is cut into ``audio_window_s`` windows at quiet points.
     vad: bool = True
@@ -59,6 +61,8 @@ class IngestStats:
     """Counters per stream; mutated by the decoder thread, read by anyone (ints are atomic enough)."""
 
     frames_decoded: int = 0
+    #: Video packets not decoded at all, the next sample being due at or after the next key frame.
+    packets_skipped: int = 0
     frames_sampled: int = 0
     video_dropped: int = 0
     audio_chunks: int = 0
