@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 
-.PHONY: install install-test demo test lint check bench eval demo-media clean
+.PHONY: install install-test demo test lint check bench bench-capacity eval demo-media clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,8 +42,16 @@ lint: install-test
 
 check: lint test
 
+# Speed figures, with a short capacity scan (levels 1,4,8 for 30 s each: a few minutes more).
 bench: install
-	$(PY) scripts/bench.py
+	$(PY) scripts/bench.py --capacity 1,4,8 --capacity-duration 30
+
+# The full capacity scan (levels 1..24, 60 s each, stopping at the first that falls behind); JSON in
+# .livesafe/. More options: make bench-capacity CAPACITY_ARGS="--streams 8 --soak"
+CAPACITY_ARGS ?=
+bench-capacity: install
+	mkdir -p .livesafe
+	$(VENV)/bin/livesafe bench capacity --json .livesafe/bench-capacity.json $(CAPACITY_ARGS)
 
 # Precision/recall/F1 per category and WER on ../shared/data (a few minutes).
 eval: install

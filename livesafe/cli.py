@@ -1,4 +1,4 @@
-"""The ``livesafe`` command line: watch, run, demo, policy check, convert-whisper."""
+"""The ``livesafe`` command line: watch, run, demo, policy check, convert-whisper, eval, bench."""
 
 from __future__ import annotations
 
@@ -75,8 +75,10 @@ def _parser() -> argparse.ArgumentParser:
     chk = pol_sub.add_parser("check", help="validate policy files")
     chk.add_argument("files", nargs="+", type=Path)
 
-    # These two parse their own options (see _delegated); listed here for --help.
+    # These parse their own options (see _delegated); listed here for --help.
     sub.add_parser("eval", help="measure analyzers on labelled datasets (../shared/data)", add_help=False)
+    sub.add_parser("bench", help="measure this machine: live streams kept up (`bench capacity`)",
+                   add_help=False)
 
     sub.add_parser("convert-whisper", help="convert the packaged CTranslate2 Whisper to openai-whisper",
                    add_help=False)
@@ -84,11 +86,15 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _delegated(argv: list[str]) -> int | None:
-    """``eval`` and ``convert-whisper`` take their own options: hand them the rest of the line."""
+    """``eval``, ``bench`` and ``convert-whisper`` take their own options: hand them the rest of the line."""
     if argv and argv[0] == "eval":
         from livesafe.eval import main as eval_main
 
         return eval_main(argv[1:])
+    if argv and argv[0] == "bench":
+        from livesafe.bench.cli import main as bench_main
+
+        return bench_main(argv[1:])
     if argv and argv[0] == "convert-whisper":
         from livesafe.analyzers.whisper_convert import main as convert_main
 

@@ -10,12 +10,16 @@
 5. The timeline: recording a session's entries (one Lua call each: timeline + audit + ids) against a plain
    XADD of the same payloads, reading it back, and replaying it through the core.
 6. Peak resident memory of the process.
+7. Capacity, only when asked (``--capacity 1,4,8``; ``make bench`` asks): the real service started with N
+   live-paced 720p30 streams with speech, lag polled, CPU and memory of its processes, beside the estimate
+   it logs (``livesafe bench capacity``, :mod:`livesafe.bench`; the full scan is ``make bench-capacity``).
 
 Figures depend on the machine; ratios are what to compare between runs.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import os
 import resource
@@ -327,7 +331,19 @@ def timeline(n: int = 6000) -> None:
     print(f"  replay + byte-for-byte compare:            {replay_rate:>9,.0f} entries/s (exact)")
 
 
-def main() -> int:
+def capacity(levels: str, duration: float) -> int:
+    from livesafe.bench.cli import main as bench_main
+
+    print(f"capacity: concurrent live streams kept up, levels {levels}, {duration:g} s each "
+          "(`make bench-capacity` for the full scan)", flush=True)
+    return bench_main(["capacity", "--streams", levels, "--duration", str(duration)])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="livesafe speed figures")
+    parser.add_argument("--capacity", metavar="N,N,...", help="also measure capacity at these stream counts")
+    parser.add_argument("--capacity-duration", type=float, default=30.0, help="seconds per capacity level")
+    args = parser.parse_args(argv)
     decode_cost()
     pipeline_stages()
     core_throughput()
@@ -336,6 +352,8 @@ def main() -> int:
     timeline()
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"peak resident memory: {peak_mb:.0f} MB")
+    if args.capacity:
+        return capacity(args.capacity, args.capacity_duration)
     return 0
 
 
