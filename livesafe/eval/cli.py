@@ -1,5 +1,5 @@
-"""``livesafe eval``: measure the text classifier, speech recognition and the motion analyzer on the
-shared data sets, and print the figures.
+"""``livesafe eval``: measure the text classifier, speech recognition (and translation) and the motion
+analyzer on the shared data sets, and print the figures.
 
     python -m livesafe.eval [--data DIR] [--dataset NAME ...] [--limit N] [--json] [--policy FILE]
 
@@ -85,7 +85,56 @@ def format_table(result: dict[str, Any]) -> str:
         lines.append(
             f"  {ds['wer']:>6.3f}  overall ({ds['n']} clips, {sum(c['words'] for c in ds['clips'])} words)"
         )
+    for name, ds in result["datasets"].items():
+        if ds["kind"] == "spoken":
+            lines += ["", *_spoken_lines(name, ds)]
     return "\n".join(lines)
+
+
+def _spoken_lines(name: str, ds: dict[str, Any]) -> list[str]:
+    """``multilingual_speech``: per language and text path, counts at the policy floors; then quality and
+    cost; then every item (scores on the translation, the untranslated transcript and the reference)."""
+    if "skipped" in ds:
+        return [f"{name}: skipped: {ds['skipped']}"]
+    floors = ", ".join(f"{c} {f:.2f}" for c, f in ds["floors"].items())
+    lines = [
+        f"{name}: {ds['model']} translating to English, language {ds['language']}, {ds['n']} clips; floors "
+        f"{floors}",
+        f"  {'lang':<5} {'text':<13} {'threat':>7} {'hate':>7} {'harmful':>8} {'benign clear':>13} "
+        f"{'(all cats)':>10}",
+    ]
+    for lang, m in ds["languages"].items():
+        n = m["n"]
+        for path in ("translated", "untranslated", "reference"):
+            c = m[path]
+            lines.append(
+                f"  {lang:<5} {path:<13} {c['threat']:>3}/{n['threat']:<3} {c['hate']:>3}/{n['hate']:<3} "
+                f"{c['harmful']:>4}/{n['threat'] + n['hate']:<3} {c['benign_clear']:>9}/{n['benign']:<3} "
+                f"{c['benign_clear_all']:>6}/{n['benign']:<3}"
+            )
+    lines.append(
+        f"  {'lang':<5} {'ASR WER':>7} {'transl F1':>9} {'translated':>10} {'lang right':>10} "
+        f"{'cpu s/chunk plain':>17} {'translating':>11} {'wall plain':>10} {'translating':>11} {'audio s':>7}"
+    )
+    for lang, m in ds["languages"].items():
+        total = sum(m["n"].values())
+        ratio = m["cpu_translate_s"] / m["cpu_plain_s"] if m["cpu_plain_s"] else 0.0
+        right = f"{m['language_right']:>6}/{total:<3}" if ds["language"] == "auto" else f"{'-':>10}"
+        lines.append(
+            f"  {lang:<5} {m['asr_wer']:>7.3f} {m['translation_word_f1']:>9.3f} "
+            f"{m['clips_translated']:>6}/{total:<3} {right} {m['cpu_plain_s']:>17.2f} "
+            f"{m['cpu_translate_s']:>5.2f} x{ratio:<4.2f} {m['wall_plain_s']:>10.2f} "
+            f"{m['wall_translate_s']:>11.2f} {m['audio_s']:>7.1f}"
+        )
+    lines.append("  items: label, threat/hate score on translation | untranslated | reference; text; heard")
+    for r in ds["items"]:
+        sc = r["scores"]
+        cells = " | ".join(f"{sc[p].get('threat', 0.0):.2f}/{sc[p].get('hate', 0.0):.2f}"
+                           for p in ("translated", "untranslated", "reference"))
+        mark = "" if r["translated"] else " (untranslated)"
+        lines.append(f"  [{r['language']} {r['label']:<6}] {cells}  {r['text']}")
+        lines.append(f"  {'':>48}-> {r['translation']}{mark}  [heard: {r['transcript']}]")
+    return lines
 
 
 def main(argv: Sequence[str] | None = None) -> int:

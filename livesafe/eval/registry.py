@@ -45,6 +45,12 @@ Data sets (:data:`DATASETS`):
   16 kHz mono (a row with channel 0 or 1 takes that channel of a stereo file). WER normalisation
   lower-cases and strips punctuation only: numbers are not spelled out, so a reference "in eighteen
   thirteen" against "In 1813." counts as errors.
+* ``multilingual_speech``: our own German, Spanish and French sentences (threats, hateful statements,
+  benign everyday and gaming talk; ``livesafe/eval/data/multilingual_speech.yaml``, shipped with the
+  package; ``data_dir`` is not read) synthesised with espeak-ng and heard by Whisper base translating to
+  English, then scored by the text classifier at the policy floors, beside the untranslated transcript and
+  our reference translation; per language, with the CPU cost of translating (:mod:`livesafe.eval.spoken`).
+  Skipped, with the reason, without espeak-ng or the multilingual model;
 * ``fight_clips``: the held-out 25 % of ``video/fight_train`` (two-second CCTV clips, fight / noFight) that
   ``scripts/train_motion.py`` does not train on (both read :func:`livesafe.eval.video.fight_split`);
   a fight clip is ``violence``. Each clip is sampled at 8 fps and fed to the motion analyzer as a stream;
@@ -70,13 +76,14 @@ from livesafe.eval.datasets import (
     load_jigsaw_sample,
     load_speech_refs,
 )
+from livesafe.eval.spoken import SpokenSet, load_multilingual_speech
 from livesafe.eval.suite import load_heldout_suite
 from livesafe.eval.video import ClipSet, load_fight_clips
 
 __all__ = ["DATASETS", "Dataset", "Loaded"]
 
 
-Loaded = TextSet | list[SpeechClip] | ClipSet
+Loaded = TextSet | list[SpeechClip] | ClipSet | SpokenSet
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +106,7 @@ DATASETS: dict[str, Dataset] = {
         Dataset("functional", "text", load_functional),
         Dataset("heldout_suite", "text", load_heldout_suite),
         Dataset("speech_refs", "speech", load_speech_refs),
+        Dataset("multilingual_speech", "speech", load_multilingual_speech),
         Dataset("fight_clips", "video", load_fight_clips),
     )
 }

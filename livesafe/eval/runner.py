@@ -8,7 +8,8 @@ precision among items scoring >= 0.9 and >= 0.5 (``p@0.9``, ``p@0.5``, with how 
 expected calibration error (``ece``: over 10 equal-width score bins, the item-weighted mean gap between the
 mean score and the rate of positives); see :mod:`livesafe.eval.metrics`. Speech clips are transcribed with
 the packaged recognizer and scored by word error rate (WER) after normalisation. Fight clips are fed to the
-motion analyzer as streams.
+motion analyzer as streams. Spoken sentences (``multilingual_speech``) are synthesised, translated and
+scored as :mod:`livesafe.eval.spoken` says.
 
 A text data set may label something that is not a classifier category (:attr:`TextSet.any_of`,
 ``heldout_suite``'s ``hateful``): an item is flagged for it when any of its categories is flagged at that
@@ -40,6 +41,7 @@ from livesafe.eval.metrics import (
     tag_accuracy,
 )
 from livesafe.eval.registry import DATASETS
+from livesafe.eval.spoken import SpokenSet, eval_spoken
 from livesafe.eval.video import ClipSet
 
 if TYPE_CHECKING:
@@ -214,6 +216,8 @@ def run_eval(
 
     Speech runs Whisper ``speech_model`` (``tiny.en`` or ``base``, see ``livesafe.analyzers.whisper_models``)
     in ``speech_language`` (default: ``en`` for an English-only model, ``auto`` for a multilingual one).
+    ``multilingual_speech`` runs ``base`` unless ``speech_model`` is multilingual, each clip in its own
+    language, or detected with ``speech_language`` ``auto``.
 
     Raises :class:`DataNotFoundError` when ``data_dir`` or a file of a data set is missing, and KeyError
     for an unknown data set name.
@@ -227,14 +231,23 @@ def run_eval(
     classifier: TextClassifier | None = None
     recognizer: SpeechRecognizer | None = None
     results: dict[str, Any] = {}
+    def text_classifier() -> TextClassifier:
+        nonlocal classifier
+        if classifier is None:
+            from livesafe.analyzers.text import TextClassifier, TextOptions
+
+            classifier = TextClassifier(TextOptions(extra_terms=dict(policy.analyzers.extra_terms)))
+        return classifier
+
     for name in names:
         loaded = DATASETS[name].loader(data_dir)
         if isinstance(loaded, TextSet):
-            if classifier is None:
-                from livesafe.analyzers.text import TextClassifier, TextOptions
-
-                classifier = TextClassifier(TextOptions(extra_terms=dict(policy.analyzers.extra_terms)))
-            results[name] = eval_text(loaded.subset(_sample(len(loaded), limit)), policy, classifier)
+            results[name] = eval_text(loaded.subset(_sample(len(loaded), limit)), policy, text_classifier())
+        elif isinstance(loaded, SpokenSet):
+            results[name] = eval_spoken(
+                loaded.subset(_sample(len(loaded), limit)), policy, text_classifier(), speech_model,
+                speech_language,
+            )
         elif isinstance(loaded, ClipSet):
             results[name] = eval_clips(loaded.subset(_sample(len(loaded), limit)), policy)
         else:
