@@ -23,10 +23,17 @@ The head is scikit-learn's ``GradientBoostingClassifier`` (log-loss, shallow tre
 same probabilities as scikit-learn). Fight clips weigh one each (split over their windows); the benign
 windows together weigh ``--benign-weight`` times the training noFight clips.
 
+Training clips are also sampled from their 2nd frame (``--phases 2``): the same motion at another
+sampling phase, as a live stream may sample it.
+
 Reported, all without the held-out fight clips: 5-fold cross-validation by clip over the training clips
 (benign videos assigned to folds too, so each is scored by a model that did not see it) at several
-floors, and leave-one-video-out scores of every benign training video. Then, once, the shipped head's
-held-out figures and its scores on the held-out benign video(s).
+floors, and leave-one-video-out scores of every benign training video, with what the policy
+(``--policy``, default ``configs/default.yaml``; its violence floor unless ``--floor``) does on it: its
+windows replayed through the risk engine and ladder as the pipeline feeds them. Also how long a fight
+must last before that policy warns and restricts. Then, once, the shipped head's held-out figures and its
+scores on the held-out benign video(s). ``--no-held-out`` leaves the held-out clips out entirely (for
+development runs; nothing is written).
 
     .venv/bin/python scripts/train_motion.py [--data DIR] [--out FILE] [--cache DIR] [--dry-run]
 """
@@ -35,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import inspect
 import json
 import statistics
 import sys
@@ -52,7 +60,7 @@ from sklearn.model_selection import StratifiedKFold
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from livesafe.analyzers import motion  # noqa: E402
+from livesafe.analyzers import motion_features  # noqa: E402
 from livesafe.analyzers.motion import MotionHead, sample_clip  # noqa: E402
 from livesafe.analyzers.motion_features import (  # noqa: E402
     FEATURE_NAMES,
@@ -65,6 +73,9 @@ from livesafe.analyzers.motion_features import (  # noqa: E402
     to_small_gray,
     window_motion,
 )
+from livesafe.core.events import Signal  # noqa: E402
+from livesafe.core.monitor import Monitor  # noqa: E402
+from livesafe.core.policy import Policy, load_policy  # noqa: E402
 from livesafe.eval.video import (  # noqa: E402
     SPLIT_SEED,
     SPLIT_TEST_SIZE,
@@ -96,16 +107,26 @@ class Video:
     whole: FloatArray | None
     #: Windows of the same video sampled from a later first frame (training augmentation; may be empty).
     shifted: FloatArray
+    #: Media (start, end) of each row of ``windows``.
+    times: FloatArray
 
 
-def analyzer_windows(
-    stamps: Sequence[float], frames: Sequence[npt.NDArray[np.uint8]]
-) -> list[list[PairMotion]]:
-    """The pair lists of the windows :class:`~livesafe.analyzers.motion.MotionViolenceAnalyzer` (default
-    options) would score for these samples: same skipping, gap and emission rules."""
+@dataclass
+class Window:
+    """One window the analyzer would score: its first and last frame's media times and its pairs."""
+
+    start: float
+    end: float
+    pairs: list[PairMotion]
+
+
+def analyzer_windows(stamps: Sequence[float], frames: Sequence[npt.NDArray[np.uint8]]) -> list[Window]:
+    """The windows :class:`~livesafe.analyzers.motion.MotionViolenceAnalyzer` (default options) would
+    score for these samples: same skipping, gap and emission rules."""
     period = 1.0 / REQUIRED_FPS
-    out: list[list[PairMotion]] = []
+    out: list[Window] = []
     pairs: list[PairMotion] = []
+    times: list[float] = []
     last: npt.NDArray[np.uint8] | None = None
     last_ts = 0.0
     last_emit = -float("inf")
@@ -113,25 +134,32 @@ def analyzer_windows(
         if last is not None:
             dt = ts - last_ts
             if dt < 0 or dt > MAX_GAP_FACTOR * period or last.shape != small.shape:
-                pairs, last, last_emit = [], None, -float("inf")
+                pairs, times, last, last_emit = [], [], None, -float("inf")
             elif dt < 0.75 * period:
                 continue
         if last is not None:
             pairs = [*pairs, pair_motion(last, small, ts - last_ts)][-(WINDOW_FRAMES - 1) :]
+        times = [*times, ts][-WINDOW_FRAMES:]
         last, last_ts = small, ts
         if len(pairs) == WINDOW_FRAMES - 1 and ts - last_emit + 1e-9 >= 0.5:
             last_emit = ts
-            out.append(list(pairs))
+            out.append(Window(times[0], ts, list(pairs)))
     return out
 
 
-def features_of(windows: list[list[PairMotion]]) -> FloatArray:
-    rows = [w.features for w in map(window_motion, windows) if w.features is not None]
-    return np.asarray(rows, dtype=np.float64).reshape(-1, len(FEATURE_NAMES))
+def features_of(windows: Sequence[Window]) -> tuple[FloatArray, FloatArray]:
+    """Features of the windows that have them (scene cuts leave some without) and their (start, end)."""
+    scored = [(w, m.features) for w, m in ((w, window_motion(w.pairs)) for w in windows)]
+    kept = [(w, f) for w, f in scored if f is not None]
+    rows = np.asarray([f for _, f in kept], dtype=np.float64).reshape(-1, len(FEATURE_NAMES))
+    times = np.asarray([(w.start, w.end) for w, _ in kept], dtype=np.float64).reshape(-1, 2)
+    return rows, times
 
 
 def code_version() -> str:
-    return hashlib.sha256(Path(motion.__file__).read_bytes()).hexdigest()[:16]
+    """What the cached window features depend on: the descriptors' module and the clip sampler."""
+    source = Path(motion_features.__file__).read_bytes() + inspect.getsource(sample_clip).encode()
+    return hashlib.sha256(source).hexdigest()[:16]
 
 
 def decode_small(path: Path) -> list[tuple[float, npt.NDArray[np.uint8]]]:
@@ -168,7 +196,7 @@ def shifted_windows(path: Path, phases: int) -> FloatArray:
                 continue
             next_ts = max(next_ts + 1.0 / REQUIRED_FPS, ts)
             picked.append((ts, small))
-        rows.append(features_of(analyzer_windows([t for t, _ in picked], [g for _, g in picked])))
+        rows.append(features_of(analyzer_windows([t for t, _ in picked], [g for _, g in picked]))[0])
     return np.concatenate(rows) if rows else np.zeros((0, len(FEATURE_NAMES)))
 
 
@@ -182,20 +210,26 @@ def load_video(path: Path, cache: Path | None, phases: int = 1) -> Video:
     if cached is not None and cached.is_file():
         with np.load(cached) as z:
             whole_cached = z["whole"] if len(z["whole"]) else None
-            return Video(path, z["windows"], whole_cached, z["shifted"])
+            return Video(path, z["windows"], whole_cached, z["shifted"], z["times"])
     samples = sample_clip(path, REQUIRED_FPS)
     stamps = [ts for ts, _ in samples]
     frames = [to_small_gray(rgb) for _, rgb in samples]
-    windows = features_of(analyzer_windows(stamps, frames))
+    windows, times = features_of(analyzer_windows(stamps, frames))
     whole = None
     if len(windows) == 0 and len(frames) >= 3:
         whole_features = window_motion(frame_pairs(frames, stamps)).features
         whole = None if whole_features is None else whole_features[None, :]
-    video = Video(path, windows, whole, shifted_windows(path, phases))
+    video = Video(path, windows, whole, shifted_windows(path, phases), times)
     if cached is not None:
         cached.parent.mkdir(parents=True, exist_ok=True)
         empty = np.zeros((0, len(FEATURE_NAMES)))
-        np.savez(cached, windows=windows, whole=empty if whole is None else whole, shifted=video.shifted)
+        np.savez(
+            cached,
+            windows=windows,
+            whole=empty if whole is None else whole,
+            shifted=video.shifted,
+            times=times,
+        )
     return video
 
 
@@ -293,6 +327,66 @@ def write_head(path: Path, head: dict[str, Any]) -> None:
     head["trees"] = trees
 
 
+ACTIONS = ("none", "observe", "warn", "restrict", "cut")
+
+
+def replay_tier(policy: Policy, times: FloatArray, scores: FloatArray) -> tuple[str, float]:
+    """The highest ladder action (observe ... cut, or none) that ``policy`` takes on one stream whose motion
+    analyzer emits these windows ((start, end) media times) with these violence scores, and the peak
+    violence risk. Windows without features (scene cuts) score 0 and add nothing, so they are left out.
+
+    The clock moves as in the pipeline, which ticks the core after each video sample: a window's signal
+    (stamped with its first frame) is taken when the clock stands at the previous sample, so its evidence
+    has already decayed over the window's length."""
+    monitor = Monitor(policy)
+    monitor.open("replay", "replay")
+    best, peak = 0, 0.0
+    for (start, end), score in zip(times, scores, strict=True):
+        signal = Signal("replay", float(start), "violence", float(score), "vision.motion", end_ts=float(end))
+        decisions = [
+            monitor.tick("replay", float(end) - 1.0 / REQUIRED_FPS),
+            monitor.step(signal),
+            monitor.tick("replay", float(end)),
+        ]
+        for iv in (iv for d in decisions for iv in d.interventions):
+            if iv.action in ACTIONS:
+                best = max(best, ACTIONS.index(iv.action))
+        peak = max(peak, monitor.levels("replay").get("violence", 0.0))
+    return ACTIONS[best], round(peak, 3)
+
+
+def video_figures(policy: Policy, floor: float, video: Video, scores: FloatArray) -> dict[str, Any]:
+    """Windows, windows over the floor, the highest score and what the policy does on a benign video."""
+    tier, peak = replay_tier(policy, video.times, scores)
+    return {
+        "windows": len(scores),
+        "over_floor": int((scores >= floor).sum()),
+        "max": round(float(scores.max(initial=0.0)), 3),
+        "tier": tier,
+        "peak_risk": peak,
+    }
+
+
+def sustained_fight(policy: Policy, score: float = 0.9) -> dict[str, float | None]:
+    """How long a fight must last (media seconds from its first frame) before ``policy`` warns and
+    restricts, when every window scores ``score`` (windows every 0.5 s once the first 2 s are in); and
+    the same when only every other window does (the rest below the floor)."""
+    window = (WINDOW_FRAMES - 1) / REQUIRED_FPS
+    out: dict[str, float | None] = {}
+    for every, label in ((1, "every_window"), (2, "every_other_window")):
+        for action in ("observe", "warn", "restrict"):
+            need = None
+            for n in range(1, 121):
+                times = np.asarray([(0.5 * k, 0.5 * k + window) for k in range(n)])
+                scores = np.asarray([score if k % every == 0 else 0.0 for k in range(n)])
+                tier, _ = replay_tier(policy, times, scores)
+                if ACTIONS.index(tier) >= ACTIONS.index(action):
+                    need = round(0.5 * (n - 1) + window + 1.0 / REQUIRED_FPS, 2)
+                    break
+            out[f"{action}_{label}_s"] = need
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     data_root = ROOT.parent / "shared" / "data"
@@ -308,13 +402,27 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--learning-rate", type=float, default=0.05)
     ap.add_argument("--benign-weight", type=float, default=0.5)
     ap.add_argument(
-        "--phases", type=int, default=1, help="training clips also sampled from later first frames"
+        "--phases", type=int, default=2, help="training clips also sampled from later first frames"
     )
-    ap.add_argument("--floor", type=float, default=0.8, help="the violence floor the figures are given at")
+    ap.add_argument("--policy", type=Path, default=None, help="policy the figures are given for (default)")
+    ap.add_argument(
+        "--floor", type=float, default=None, help="the violence floor the figures are given at (the policy's)"
+    )
     ap.add_argument("--seed", type=int, default=SPLIT_SEED, help="seed of the split, the folds and the trees")
     ap.add_argument("--test-size", type=float, default=SPLIT_TEST_SIZE)
     ap.add_argument("--dry-run", action="store_true", help="evaluate only; do not write --out")
+    ap.add_argument(
+        "--no-held-out",
+        action="store_true",
+        help="development: do not score the held-out clips (implies --dry-run)",
+    )
     args = ap.parse_args(argv)
+    policy = load_policy(args.policy)
+    violence = policy.category("violence")
+    if args.floor is None:
+        args.floor = violence.floor if violence is not None else 0.8
+    if args.no_held_out:
+        args.dry_run = True
 
     clips, labels_list = read_fight_clips(args.data)
     if not clips:
@@ -375,15 +483,16 @@ def main(argv: list[str] | None = None) -> int:
         others = [b for i, b in enumerate(benign) if i != j]
         x, y, w = training_set(train_fights, list(y_tr), others, args.benign_weight)
         s = proba(new_model(args).fit(x, y, sample_weight=w), v.windows)
-        lovo[v.path.name] = {
-            "windows": len(s),
-            "over_floor": int((s >= args.floor).sum()),
-            "max": round(float(s.max()), 3),
-        }
+        lovo[v.path.name] = video_figures(policy, args.floor, v, s)
     print(
         "leave-one-video-out: "
-        + ", ".join(f"{n} {d['over_floor']}/{d['windows']} (max {d['max']})" for n, d in lovo.items())
+        + ", ".join(
+            f"{n} {d['over_floor']}/{d['windows']} (max {d['max']}, reaches {d['tier']})"
+            for n, d in lovo.items()
+        )
     )
+    sustained = sustained_fight(policy)
+    print(f"a fight's windows all at 0.9 reach (media seconds of fight): {sustained}")
 
     # The shipped head: all training clips and all benign training videos.
     x, y, w = training_set(train_fights, list(y_tr), benign, args.benign_weight)
@@ -408,18 +517,16 @@ def main(argv: list[str] | None = None) -> int:
     print("most important:", ", ".join(f"{n} {v:.3f}" for n, v in importance[:8]))
 
     # Reported once, never tuned on: the held-out fight clips and the held-out benign video(s).
-    test_videos = [load_video(clips[i], args.cache) for i in te]
-    held_out = {f"{f:.1f}": metrics(labels[te], clip_scores(model, test_videos), f) for f in FLOORS}
-    print(f"held-out ({len(te)} clips) by floor: {json.dumps(held_out)}")
-    unseen: dict[str, dict[str, float]] = {}
-    for p in held_paths:
-        s = proba(model, load_video(p, args.cache).windows)
-        unseen[p.name] = {
-            "windows": len(s),
-            "over_floor": int((s >= args.floor).sum()),
-            "max": round(float(s.max(initial=0.0)), 3),
-        }
-    print(f"held-out benign: {unseen}")
+    held_out: dict[str, dict[str, float]] = {}
+    unseen: dict[str, dict[str, Any]] = {}
+    if not args.no_held_out:
+        test_videos = [load_video(clips[i], args.cache) for i in te]
+        held_out = {f"{f:.1f}": metrics(labels[te], clip_scores(model, test_videos), f) for f in FLOORS}
+        print(f"held-out ({len(te)} clips) by floor: {json.dumps(held_out)}")
+        for p in held_paths:
+            video = load_video(p, args.cache)
+            unseen[p.name] = video_figures(policy, args.floor, video, proba(model, video.windows))
+        print(f"held-out benign: {unseen}")
 
     # Cost of the descriptors on one core: one pair (per frame) and one window aggregation (twice a second).
     samples = sample_clip(clips[int(tr[0])], REQUIRED_FPS)[:WINDOW_FRAMES]
@@ -449,6 +556,7 @@ def main(argv: list[str] | None = None) -> int:
         "trained_on": f"the {len(tr)} training clips of the held-out split",
         "benign_negatives": {v.path.name: len(v.windows) for v in benign},
         "benign_weight": args.benign_weight,
+        "phases": args.phases,
         "benign_held_out": sorted(p.name for p in held_paths),
         "seed": args.seed,
         "clip_score": "highest window probability (windows every 0.5 s as the analyzer emits them)",
@@ -456,12 +564,19 @@ def main(argv: list[str] | None = None) -> int:
         "held_out": {
             "test_clips": len(te),
             "test_names": sorted(clips[i].name for i in te),
-            **held_out[f"{args.floor:.1f}"],
+            **held_out.get(f"{args.floor:.1f}", {}),
             "by_floor": held_out,
         },
         "held_out_benign": unseen,
         "cv5": {"pooled_by_floor": cv, "fold_mean": cv_mean, "fold_std": cv_std},
         "benign_leave_one_video_out": lovo,
+        "policy": {
+            "name": policy.name,
+            "violence": None
+            if violence is None
+            else {"floor": violence.floor, "weight": violence.weight, "half_life_s": violence.half_life_s},
+            "sustained_fight_at_0.9": sustained,
+        },
         "feature_ms": {"per_pair": pair_ms, "per_window": window_ms, "frame_shape": list(small[0].shape)},
     }
     out = {

@@ -26,13 +26,13 @@ from livesafe.analyzers.motion import (
     window_features,
 )
 from livesafe.core.events import Signal, VideoSample
+from livesafe.core.monitor import Monitor
 from livesafe.core.policy import MOTION_FPS, load_policy
 from livesafe.eval import main
 from livesafe.eval.runner import run_eval
 from livesafe.eval.video import BENIGN_FOLDERS, benign_videos, fight_split, load_fight_clips, read_fight_clips
 
-#: The lowest violence floor considered for the default policy (today's; 0.8 is proposed): demos and
-#: synthetic benign video stay below it.
+#: The default policy's violence floor: demos and synthetic benign video stay below it.
 FLOOR = 0.6
 
 
@@ -110,6 +110,65 @@ def test_head_loads_and_declares_its_fps() -> None:
     assert an.required_fps == 8.0 and an.window_s == 2.0
     assert an.sample_fps == MOTION_FPS  # the pipeline gives it its own 8 fps feed
     assert an.categories == ("violence",) and an.name == "vision.motion"
+
+
+def test_default_policy_runs_motion_and_records_its_figures() -> None:
+    """Motion is on by default; the head records the policy it was measured with and, for each benign
+    video scored by a head trained without it, what that policy does: at most warn, never restrict."""
+    policy = load_policy()
+    violence = policy.category("violence")
+    assert policy.analyzers.motion and violence is not None
+    meta = load_head().metadata
+    assert meta["floor"] == violence.floor
+    assert meta["policy"]["violence"] == {
+        "floor": violence.floor,
+        "weight": violence.weight,
+        "half_life_s": violence.half_life_s,
+    }
+    lovo = meta["benign_leave_one_video_out"]
+    assert {"vtest.avi", "chaplin.mp4", "bikes.mp4", "Megamind.avi", "benign.mp4"} <= set(lovo)
+    assert all(v["tier"] in ("none", "observe", "warn") for v in lovo.values())
+    assert lovo["benign.mp4"]["tier"] == "none"
+
+
+def motion_signal(start: float, score: float) -> Signal:
+    return Signal("s", start, "violence", score, "vision.motion", end_ts=start + 1.875)
+
+
+def actions_of(signals: list[Signal]) -> list[tuple[str, float]]:
+    """The default policy's interventions, the clock ticked as the pipeline ticks it (after each sample)."""
+    monitor = Monitor(load_policy())
+    out: list[tuple[str, float]] = []
+    for s in signals:
+        assert s.end_ts is not None
+        for d in (
+            monitor.tick("s", s.end_ts - 1 / REQUIRED_FPS),
+            monitor.step(s),
+            monitor.tick("s", s.end_ts),
+        ):
+            out += [(iv.action, iv.media_ts) for iv in d.interventions]
+    return out
+
+
+def test_one_window_never_acts_a_sustained_fight_does() -> None:
+    """The default policy's violence settings: windows come every 0.5 s; a stray one (even at 1.0) adds
+    too little evidence to reach observe, a run of them warns and then restricts (never cuts)."""
+    assert actions_of([motion_signal(3.0, 1.0)]) == []
+    # Scattered windows, one every 10 s for two minutes: evidence decays between them.
+    assert actions_of([motion_signal(10.0 * k, 0.95) for k in range(12)]) == []
+    # Two seconds of windows over the floor (a burst of ordinary motion): at most observe.
+    burst = actions_of([motion_signal(0.5 * k, 0.9) for k in range(5)])
+    assert {a for a, _ in burst} <= {"observe"}
+    # Below the floor, however long: nothing.
+    assert actions_of([motion_signal(0.5 * k, 0.59) for k in range(120)]) == []
+    # A sustained fight, every window at 0.9: warn, then restrict (which escalates), never cut.
+    fight = actions_of([motion_signal(0.5 * k, 0.9) for k in range(60)])
+    first = {a: ts for a, ts in reversed(fight)}
+    assert "cut" not in first and {"warn", "restrict"} <= set(first)
+    # The fight starts at 0, so an intervention's media time is how long it has lasted.
+    assert 4.0 <= first["warn"] <= 6.5 and 8.0 <= first["restrict"] <= 12.0
+    sustained = load_head().metadata["policy"]["sustained_fight_at_0.9"]
+    assert sustained["warn_every_window_s"] <= 6.5 and sustained["restrict_every_window_s"] <= 12.0
 
 
 def test_a_malformed_head_is_refused(tmp_path: Path) -> None:
@@ -336,15 +395,18 @@ def test_unseen_benign_video_gives_the_reported_figures(
         assert len(scores) == figures["windows"]
         assert sum(s >= floor for s in scores) == figures["over_floor"] <= 2
         assert round(max(scores), 3) == figures["max"]
+        # What the default policy does on it: nothing.
+        monitor = Monitor(load_policy())
+        assert [iv for s in signals for iv in monitor.feed(s)] == [] and figures["tier"] == "none"
 
 
 # --- the shared split and the fight_clips evaluation ----------------------------------------------------
 
-#: ``livesafe eval --dataset fight_clips`` by violence floor, as reported (the default policy's floor
-#: picks the row; 0.6 is today's, 0.8 the proposed one).
+#: ``livesafe eval --dataset fight_clips`` by violence floor, as reported (the default policy's floor,
+#: 0.6, picks the row; the issue's bar is accuracy >= 0.75).
 FIGHT_CLIPS_FIGURES = {
-    0.6: {"precision": 0.8095, "recall": 0.6296, "f1": 0.7083, "accuracy": 0.7455, "support": 27},
-    0.8: {"precision": 0.9333, "recall": 0.5185, "f1": 0.6667, "accuracy": 0.7455, "support": 27},
+    0.6: {"precision": 0.8182, "recall": 0.6667, "f1": 0.7347, "accuracy": 0.7636, "support": 27},
+    0.8: {"precision": 0.875, "recall": 0.5185, "f1": 0.6512, "accuracy": 0.7273, "support": 27},
 }
 
 
@@ -378,8 +440,9 @@ def test_eval_fight_clips_gives_the_reported_figures(
     # The same figures as the training script recorded for the shipped head at that floor.
     recorded = analyzer.head.metadata["held_out"]["by_floor"][f"{floor:.1f}"]
     assert {k: m[k] for k in recorded} == recorded
-    if floor in FIGHT_CLIPS_FIGURES:
-        assert {k: m[k] for k in FIGHT_CLIPS_FIGURES[floor]} == FIGHT_CLIPS_FIGURES[floor]
+    assert floor in FIGHT_CLIPS_FIGURES
+    assert {k: m[k] for k in FIGHT_CLIPS_FIGURES[floor]} == FIGHT_CLIPS_FIGURES[floor]
+    assert m["accuracy"] >= 0.75
 
 
 @pytest.mark.shared_data

@@ -129,7 +129,9 @@ def test_hash_lists_resolve_relative_to_the_policy_and_must_exist(tmp_path: Path
     from livesafe.analyzers.registry import load_analyzers
 
     no_speech = dataclasses.replace(policy.analyzers.speech, enabled=False)
-    only_hashes = dataclasses.replace(policy.analyzers, nudity=False, text=False, speech=no_speech)
+    only_hashes = dataclasses.replace(
+        policy.analyzers, nudity=False, motion=False, text=False, speech=no_speech
+    )
     vision, _, _ = load_analyzers(dataclasses.replace(policy, analyzers=only_hashes))
     assert [a.name for a in vision] == ["vision.pdq"]
     data["analyzers"]["hash_lists"] = [{"path": "lists/missing.txt", "category": "sexual"}]

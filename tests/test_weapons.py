@@ -237,7 +237,8 @@ def test_registry_loads_it_when_the_policy_says(
     monkeypatch.setenv("LIVESAFE_CACHE_DIR", str(cache_dir))
     policy = load_policy()
     only = dataclasses.replace(
-        policy.analyzers, nudity=False, text=False, speech=SpeechPolicy(enabled=False), weapons=True
+        policy.analyzers, nudity=False, motion=False, text=False, speech=SpeechPolicy(enabled=False),
+        weapons=True,
     )
     vision, speech, text = load_analyzers(dataclasses.replace(policy, analyzers=only))
     assert [type(a) for a in vision] == [WeaponsAnalyzer] and speech is None and text == []

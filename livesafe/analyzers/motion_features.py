@@ -46,6 +46,8 @@ CAMERA_GAIN = 0.8
 CUT_HISTOGRAM = 0.25
 #: ... or the compensated frames correlate less than this at 1/4 resolution.
 CUT_CORRELATION = 0.3
+#: A pixel of the half-resolution signed residual "moves" when its magnitude exceeds this (0..255).
+RESIDUAL_MOVE = 12.0
 _EPS = 1e-6
 
 FEATURE_NAMES: tuple[str, ...] = (
@@ -93,6 +95,15 @@ FEATURE_NAMES: tuple[str, ...] = (
     "tinc_amount",  # per block, sum of magnitudes over time - |sum of flows over time|, per block and pair
     "tinc_ratio",  # the same over the sum of magnitudes: 0 = every block kept its direction
     "tinc_max",  # the largest block's temporal incoherence, per pair
+    # Signed residual difference (half resolution) of consecutive pairs, over the pixels moving in either:
+    # a limb swinging back reverses its difference, a walker or a car continues it. Robust where the block
+    # flow is not: motion too large or too fast for Lucas-Kanade, untextured bodies.
+    "res_corr",  # mean correlation of consecutive residuals (1 = motion continues, < 0 = it reverses)
+    "res_corr_min",  # its smallest value over the window
+    "res_change",  # mean sum |r2 - r1| / (sum |r1| + sum |r2|): how much the difference itself changes
+    "res_net",  # mean sum |r1 + r2| / (sum |r1| + sum |r2|): what two steps add up to, per unit of motion
+    "res_net_min",  # its smallest value over the window
+    "res_tinc",  # 1 - |sum of residuals over the window| / sum of |residuals|, where pixels moved
 )
 
 
@@ -251,6 +262,65 @@ def _block_flow(a: F32, b: F32) -> tuple[FloatArray, BoolArray]:
 
 
 @dataclass(frozen=True, slots=True)
+class FlowField:
+    """Spatial statistics of one pair's block flow (see :data:`FEATURE_NAMES`)."""
+
+    dir_entropy: float
+    concentration: float
+    divergence: float
+    curl: float
+    opposing: float
+    opp_amount: float
+    incoherence: float
+
+
+def _neighbour_pairs(grid: npt.NDArray[Any]) -> list[tuple[npt.NDArray[Any], npt.NDArray[Any]]]:
+    """Horizontally then vertically adjacent cells of a (rows, cols, ...) grid."""
+    return [(grid[:, :-1], grid[:, 1:]), (grid[:-1, :], grid[1:, :])]
+
+
+def _flow_field(f: FloatArray, flow_ok: BoolArray) -> FlowField:
+    """Directions, neighbours moving against each other, curl and divergence of a block flow field."""
+    mag = np.hypot(f[..., 0], f[..., 1]) * flow_ok
+    active = mag > FLOW_ACTIVE
+    entropy = concentration = 0.0
+    if active.sum() >= 2:
+        angle = np.arctan2(f[..., 1], f[..., 0])[active]
+        bins = ((angle + np.pi) / (2 * np.pi) * 8).astype(np.int64) % 8
+        hist = np.bincount(bins, weights=mag[active], minlength=8)
+        share = hist / hist.sum()
+        entropy = float(-(share * np.log(share + 1e-12)).sum() / math.log(8))
+        ranked = np.sort(mag.ravel())[::-1]
+        concentration = float(ranked[:3].sum() / (ranked.sum() + _EPS))
+    n_pairs = n_opposed = 0
+    amount = 0.0
+    for (fa, fb), (ma, mb), (aa, ab) in zip(
+        _neighbour_pairs(f), _neighbour_pairs(mag), _neighbour_pairs(active), strict=True
+    ):
+        dot = (fa * fb).sum(axis=-1)
+        both = aa & ab
+        n_pairs += int(both.sum())
+        n_opposed += int((both & (dot < 0)).sum())
+        amount += float(np.where(dot < 0, np.minimum(ma, mb), 0.0).sum())
+    divergence = curl = 0.0
+    if f.shape[0] > 1 and f.shape[1] > 1:
+        fx, fy = f[..., 0], f[..., 1]
+        dux, dvy = np.diff(fx, axis=1)[:-1], np.diff(fy, axis=0)[:, :-1]
+        duy, dvx = np.diff(fx, axis=0)[:, :-1], np.diff(fy, axis=1)[:-1]
+        divergence = float(np.abs(dux + dvy).mean())
+        curl = float(np.abs(dvx - duy).mean())
+    return FlowField(
+        dir_entropy=entropy,
+        concentration=concentration,
+        divergence=divergence,
+        curl=curl,
+        opposing=n_opposed / max(1, n_pairs),
+        opp_amount=amount / mag.size,
+        incoherence=float(mag.sum() - np.hypot(*f.reshape(-1, 2).sum(axis=0))) / mag.size,
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class PairMotion:
     """What moved between two consecutive frames, magnitudes per nominal interval (1/8 s)."""
 
@@ -275,6 +345,10 @@ class PairMotion:
     flow_p90: float
     flow_active: float
     flow_disp: float
+    #: The flow field's spatial statistics (:func:`_flow_field`), computed once per pair.
+    field: FlowField
+    #: Signed residual difference at half resolution (per nominal interval, zero outside the frame).
+    residual: F32
     #: Camera motion removed (tx, ty px; s, r relative), zero when no camera motion was kept.
     camera: tuple[float, float, float, float]
     histogram_change: float
@@ -307,8 +381,9 @@ def pair_motion(
     if not kept:
         theta = np.zeros(4)
 
-    d = np.abs(b - aw) * np.float32(ratio)
-    d[~valid] = 0.0
+    signed = (b - aw) * np.float32(ratio)
+    signed[~valid] = 0.0
+    d = np.abs(signed)
     dv = d[valid]
     energy = float(dv.mean())
     pix_std = float(dv.std())
@@ -374,6 +449,8 @@ def pair_motion(
         flow_p90=flow_p90,
         flow_active=flow_active,
         flow_disp=flow_disp,
+        field=_flow_field(flow, ok),
+        residual=_down2(signed),
         camera=(
             float(theta[0]) * ratio,
             float(theta[1]) * ratio,
@@ -399,9 +476,39 @@ class WindowMotion:
     camera_speed: float
 
 
-def _neighbour_pairs(grid: npt.NDArray[Any]) -> list[tuple[npt.NDArray[Any], npt.NDArray[Any]]]:
-    """Horizontally then vertically adjacent cells of a (rows, cols, ...) grid."""
-    return [(grid[:, :-1], grid[:, 1:]), (grid[:-1, :], grid[1:, :])]
+def _residual_features(
+    valid: Sequence[PairMotion], trans: Sequence[tuple[PairMotion, PairMotion]]
+) -> list[float]:
+    """The ``res_*`` features of a window: its non-cut pairs and the transitions between them."""
+    corr: list[float] = []
+    change: list[float] = []
+    net: list[float] = []
+    for a, b in trans:
+        ra, rb = a.residual, b.residual
+        moved = (np.abs(ra) > RESIDUAL_MOVE) | (np.abs(rb) > RESIDUAL_MOVE)
+        if int(moved.sum()) < 10:
+            corr.append(0.0)
+            change.append(0.0)
+            net.append(1.0)
+            continue
+        x, y = ra[moved], rb[moved]
+        corr.append(float((x * y).sum() / (np.sqrt((x * x).sum() * (y * y).sum()) + _EPS)))
+        size = np.abs(x).sum() + np.abs(y).sum()
+        change.append(float(np.abs(y - x).sum() / size))
+        net.append(float(np.abs(x + y).sum() / size))
+    stack = np.stack([p.residual for p in valid])
+    path = np.abs(stack).sum(axis=0)
+    total = np.abs(stack.sum(axis=0))
+    moved = path > RESIDUAL_MOVE * len(valid) * 0.5
+    tinc = float(1 - total[moved].sum() / (path[moved].sum() + _EPS)) if moved.any() else 0.0
+    return [
+        float(np.mean(corr)) if corr else 0.0,
+        float(np.min(corr)) if corr else 0.0,
+        float(np.mean(change)) if change else 0.0,
+        float(np.mean(net)) if net else 1.0,
+        float(np.min(net)) if net else 1.0,
+        tinc,
+    ]
 
 
 def window_motion(pairs: Sequence[PairMotion]) -> WindowMotion:
@@ -458,51 +565,13 @@ def window_motion(pairs: Sequence[PairMotion]) -> WindowMotion:
         else:
             rev_share.append(0.0)
 
-    # Flow in space, per pair: directions, neighbours moving against each other, curl, divergence.
-    entropies: list[float] = []
-    concentration: list[float] = []
-    divergence: list[float] = []
-    curl: list[float] = []
-    opposing: list[float] = []
-    opp_amount: list[float] = []
-    incoherence: list[float] = []
-    for p in valid:
-        f = p.flow
-        mag = np.hypot(f[..., 0], f[..., 1]) * p.flow_ok
-        active = mag > FLOW_ACTIVE
-        if active.sum() >= 2:
-            angle = np.arctan2(f[..., 1], f[..., 0])[active]
-            bins = ((angle + np.pi) / (2 * np.pi) * 8).astype(np.int64) % 8
-            hist = np.bincount(bins, weights=mag[active], minlength=8)
-            share = hist / hist.sum()
-            entropies.append(float(-(share * np.log(share + 1e-12)).sum() / math.log(8)))
-            ranked = np.sort(mag.ravel())[::-1]
-            concentration.append(float(ranked[:3].sum() / (ranked.sum() + _EPS)))
-        else:
-            entropies.append(0.0)
-            concentration.append(0.0)
-        n_pairs = n_opposed = 0
-        amount = 0.0
-        for (fa, fb), (ma, mb), (aa, ab) in zip(
-            _neighbour_pairs(f), _neighbour_pairs(mag), _neighbour_pairs(active), strict=True
-        ):
-            dot = (fa * fb).sum(axis=-1)
-            both = aa & ab
-            n_pairs += int(both.sum())
-            n_opposed += int((both & (dot < 0)).sum())
-            amount += float(np.where(dot < 0, np.minimum(ma, mb), 0.0).sum())
-        opposing.append(n_opposed / max(1, n_pairs))
-        opp_amount.append(amount / mag.size)
-        incoherence.append(float(mag.sum() - np.hypot(*f.reshape(-1, 2).sum(axis=0))) / mag.size)
-        if f.shape[0] > 1 and f.shape[1] > 1:
-            fx, fy = f[..., 0], f[..., 1]
-            dux, dvy = np.diff(fx, axis=1)[:-1], np.diff(fy, axis=0)[:, :-1]
-            duy, dvx = np.diff(fx, axis=0)[:, :-1], np.diff(fy, axis=1)[:-1]
-            divergence.append(float(np.abs(dux + dvy).mean()))
-            curl.append(float(np.abs(dvx - duy).mean()))
-        else:
-            divergence.append(0.0)
-            curl.append(0.0)
+    # Flow in space, per pair (computed once per pair): directions, neighbours moving against each other.
+    fields = [p.field for p in valid]
+
+    def fcol(name: str) -> FloatArray:
+        return np.asarray([getattr(f, name) for f in fields], dtype=np.float64)
+
+    opp_amount = fcol("opp_amount")
 
     # Flow of each block over the window: bursts, and motion that does not add up to one direction.
     flows = np.stack([p.flow for p in valid])  # (T, rows, cols, 2), zero where untrusted
@@ -545,21 +614,22 @@ def window_motion(pairs: Sequence[PairMotion]) -> WindowMotion:
         float(col("flow_disp").mean()),
         float(np.mean(accel)) if accel else 0.0,
         float(np.mean(reversal)) if reversal else 0.0,
-        float(np.mean(entropies)),
+        float(np.mean(fcol("dir_entropy"))),
         float(np.mean(rev_share)) if rev_share else 0.0,
         block_burst,
         block_peak,
-        float(np.mean(divergence)),
-        float(np.mean(curl)),
-        float(np.mean(concentration)),
-        float(np.mean(opposing)),
+        float(np.mean(fcol("divergence"))),
+        float(np.mean(fcol("curl"))),
+        float(np.mean(fcol("concentration"))),
+        float(np.mean(fcol("opposing"))),
         float(np.mean(opp_amount)),
         float(np.mean(rev_amount)) if rev_amount else 0.0,
-        float(np.mean(incoherence)),
+        float(np.mean(fcol("incoherence"))),
         float(np.max(opp_amount)),
         float(t_incoherence.mean() / n_t),
         float(t_incoherence.sum() / (path.sum() + 1.0 * n_t)),
         float(t_incoherence.max() / n_t),
+        *_residual_features(valid, trans),
     ]
     return WindowMotion(np.asarray(values, dtype=np.float64), cuts, camera_speed)
 

@@ -4,6 +4,11 @@
 ``scripts/train_motion.py`` fits the motion analyzer's shipped head
 (:mod:`livesafe.analyzers.motion`) on its training part and ``livesafe eval``'s ``fight_clips`` data set
 (:func:`load_fight_clips`) is its held-out part.
+
+A clip lasts about two seconds, one window of the motion analyzer, so a clip counts as flagged when a
+window of it scores at least the policy's violence floor: the risk engine takes evidence from it. That is
+not an intervention: the default policy acts on violence only when such windows persist for seconds
+(``scripts/train_motion.py`` reports how long, and what the policy does on benign videos).
 """
 
 from __future__ import annotations
