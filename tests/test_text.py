@@ -415,7 +415,7 @@ def test_group_pronouns_resolve_to_the_group_named_last() -> None:
 def test_a_hateful_claim_about_they_in_the_same_text_is_hate(clf: TextClassifier, hate_floor: float) -> None:
     assert clf.scores("I met some Jews yesterday. They are all greedy rats.")["hate"] >= hate_floor
     assert clf.scores("They are all greedy rats, the whole enemy team.")["hate"] < hate_floor
-    assert clf.scores("Muslims live next door to me. They are lovely.")["hate"] < hate_floor
+    assert clf.scores("My gay neighbours got married. They looked so happy.")["hate"] < hate_floor
 
 
 @pytest.mark.models

@@ -31,7 +31,8 @@ before the highest piece is taken:
 Hate is often said in two steps ("I met some Jews yesterday. They are all greedy rats."), and speech
 arrives an utterance at a time ("Immigrants are animals." | "They should all be deported."): before the
 rules and the model read a text, group pronouns ("they", "them", "these people") are replaced by the group
-named last (:class:`~livesafe.analyzers.text_coref.GroupReferences`), in the same text, and across a
+named last (:class:`~livesafe.analyzers.text_coref.GroupReferences`) for the rules and the target
+checks (the model reads the text as said), in the same text, and across a
 stream's transcripts for ``TARGET_MEMORY_S`` of media after one named a group (:meth:`TextClassifier.analyze`
 remembers it per stream; :meth:`~TextClassifier.scores` and the other text methods have no such memory).
 
@@ -62,7 +63,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -595,6 +596,16 @@ class TextOptions:
         object.__setattr__(self, "extra_terms", frozen)
 
 
+class Prepared(NamedTuple):
+    """What the classifier reads of a text: normalised and deobfuscated (``clean``, what the model reads),
+    with group pronouns resolved (``resolved``, what the rules and the target checks read), and the last
+    group the text itself names (``named``, remembered per stream)."""
+
+    clean: str
+    resolved: str
+    named: str | None
+
+
 @dataclass(frozen=True, slots=True)
 class TextResult:
     """Scores of one text per category, with the rule hits that contributed."""
@@ -681,12 +692,11 @@ class TextClassifier:
         """Scores of one text with the rule hits behind them."""
         return self.explain_batch([text])[0]
 
-    def prepare(self, text: str, group_before: str | None = None) -> tuple[str, str | None]:
-        """What the classifier reads of ``text``: normalised, deobfuscated, group pronouns resolved
-        (``group_before``: the group named last before it); and the last group the text itself names."""
+    def prepare(self, text: str, group_before: str | None = None) -> Prepared:
+        """What the classifier reads of ``text`` (``group_before``: the group named last before it)."""
         clean = self.deobfuscate(normalize(text))
         resolved, _ = self.references.resolve(clean, group_before)
-        return resolved, self.references.referent(clean)
+        return Prepared(clean, resolved, self.references.referent(clean))
 
     def explain_batch(
         self, texts: Sequence[str], groups_before: Sequence[str | None] | None = None
@@ -694,27 +704,30 @@ class TextClassifier:
         """Scores and rule hits of each text; ``groups_before`` (one per text): the group named last
         before the text, which its pronouns may refer to (see ``TARGET_MEMORY_S``)."""
         before = [None] * len(texts) if groups_before is None else list(groups_before)
-        return self._explain(texts, [self.prepare(t, b)[0] for t, b in zip(texts, before, strict=True)])
+        return self._explain(texts, [self.prepare(t, b) for t, b in zip(texts, before, strict=True)])
 
-    def _explain(self, texts: Sequence[str], normalized: Sequence[str]) -> list[TextResult]:
-        """Results of ``texts`` from what the classifier reads of them (:meth:`prepare`)."""
-        segs = [segments(n) for n in normalized]
+    def _explain(self, texts: Sequence[str], prepared: Sequence[Prepared]) -> list[TextResult]:
+        """Results of ``texts`` from what the classifier reads of them (:meth:`prepare`): the model reads
+        the clean text; who its pieces name, and the rules, come from the resolved one."""
+        segs = [segments(p.clean) for p in prepared]
         flat = [s for group in segs for s in group]
+        # Resolution replaces words, never sentence marks: the resolved text has the same pieces.
+        named = [s for p in prepared for s in segments(p.resolved)]
         head_probs = self.heads.predict(self.encoder.encode(flat)) if flat else np.zeros((0, 0))
         if flat and "hate" in self.heads.categories:
             column = self.heads.categories.index("hate")
-            head_probs[:, column] *= [hate_context_weight(s, self.rules, self.targets) for s in flat]
+            head_probs[:, column] *= [hate_context_weight(s, self.rules, self.targets) for s in named]
         if flat and "threat" in self.heads.categories:
             column = self.heads.categories.index("threat")
-            head_probs[:, column] *= [threat_context_weight(s, self.targets) for s in flat]
+            head_probs[:, column] *= [threat_context_weight(s, self.targets) for s in named]
         profanity = np.asarray(self._profanity(list(texts)), dtype=np.float64) if texts else np.zeros(0)
         results: list[TextResult] = []
         row = 0
-        for i, norm in enumerate(normalized):
+        for i, prep in enumerate(prepared):
             n = len(segs[i])
             model = head_probs[row : row + n].max(axis=0) if n else np.zeros(len(self.heads.categories))
             row += n
-            hits = tuple(match_rules(norm, self.rules))
+            hits = tuple(match_rules(prep.resolved, self.rules))
             results.append(TextResult(self._combine(model, float(profanity[i]) if n else 0.0, hits), hits))
         return results
 
@@ -755,19 +768,19 @@ class TextClassifier:
         with self._memory_lock:
             self._named_at.pop(stream_id, None)
 
-    def _remember_groups(self, transcripts: Sequence[Transcript]) -> list[str]:
+    def _remember_groups(self, transcripts: Sequence[Transcript]) -> list[Prepared]:
         """Per transcript, in order: its prepared text, pronouns resolved to the group its stream named
         within ``TARGET_MEMORY_S`` before it; and remember the groups the transcripts name."""
-        out: list[str] = []
+        out: list[Prepared] = []
         with self._memory_lock:
             for t in transcripts:
                 last = self._named_at.get(t.stream_id)
                 recent = last is not None and t.media_ts - last[0] <= TARGET_MEMORY_S
-                text, named = self.prepare(t.text, last[1] if last is not None and recent else None)
-                out.append(text)
-                if named is not None:
+                prepared = self.prepare(t.text, last[1] if last is not None and recent else None)
+                out.append(prepared)
+                if prepared.named is not None:
                     at = max(t.end_ts, last[0]) if last is not None else t.end_ts
-                    self._named_at[t.stream_id] = (at, named)
+                    self._named_at[t.stream_id] = (at, prepared.named)
                     self._named_at.move_to_end(t.stream_id)
                     while len(self._named_at) > TARGET_MEMORY_STREAMS:
                         self._named_at.popitem(last=False)
