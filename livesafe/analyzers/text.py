@@ -30,7 +30,7 @@ before the highest piece is taken:
 
 Hate is often said in two steps ("I met some Jews yesterday. They are all greedy rats."), and speech
 arrives an utterance at a time ("Immigrants are animals." | "They should all be deported."): before the
-rules and the model read a text, group pronouns ("they", "them", "these people") are replaced by the group
+rules read a text, group pronouns ("they", "them", "these people") are replaced by the group
 named last (:class:`~livesafe.analyzers.text_coref.GroupReferences`) for the rules and the target
 checks (the model reads the text as said), in the same text, and across a
 stream's transcripts for ``TARGET_MEMORY_S`` of media after one named a group (:meth:`TextClassifier.analyze`
