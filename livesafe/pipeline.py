@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from livesafe.analyzers.batching import analyze_text
+from livesafe.analyzers.batching import analyze_text, transcribe
 from livesafe.analyzers.registry import Analyzers
 from livesafe.core.events import (
     AudioChunk,
@@ -330,7 +330,7 @@ class StreamWorker:
         if self.analyzers.speech is None:
             return
         heard_until, self._heard_until = self._heard_until, max(self._heard_until, chunk.end_ts)
-        for transcript in await asyncio.to_thread(self.analyzers.speech.transcribe, chunk):
+        for transcript in await transcribe(self.analyzers.speech, chunk):  # packed across streams
             if (kept := unheard(transcript, heard_until)) is not None:
                 await self._transcript(kept)
         await self._tick(chunk.end_ts)

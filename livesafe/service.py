@@ -22,7 +22,7 @@ import redis
 import redis.asyncio
 from aiohttp import web
 
-from livesafe.analyzers.batching import BatchedTextAnalyzer
+from livesafe.analyzers.batching import BatchedSpeech, BatchedTextAnalyzer
 from livesafe.analyzers.capacity import LoadEstimate, estimate
 from livesafe.analyzers.registry import Analyzers
 from livesafe.board.server import Board
@@ -148,7 +148,12 @@ class Service:
     async def __aenter__(self) -> Service:
         # Text analysis is batched across streams where the analyzer supports it (analyzers.batching).
         batched = [BatchedTextAnalyzer(a) if hasattr(a, "analyze_batch") else a for a in self.analyzers.text]
-        self.analyzers = dataclasses.replace(self.analyzers, text=batched)
+        # Speech is packed: the utterances queued from all streams share Whisper windows.
+        speech = self.analyzers.speech
+        if speech is not None and hasattr(speech, "transcribe_batch"):
+            speech = BatchedSpeech(speech)
+            speech.batcher.start()
+        self.analyzers = dataclasses.replace(self.analyzers, text=batched, speech=speech)
         for analyzer in batched:
             if isinstance(analyzer, BatchedTextAnalyzer):
                 analyzer.batcher.start()
@@ -194,6 +199,8 @@ class Service:
         for analyzer in self.analyzers.text:
             if isinstance(analyzer, BatchedTextAnalyzer):
                 await analyzer.batcher.aclose()
+        if isinstance(self.analyzers.speech, BatchedSpeech):
+            await self.analyzers.speech.batcher.aclose()
         self.analyzers = self._plain_analyzers
 
     @property

@@ -59,6 +59,7 @@ import numpy as np
 import numpy.typing as npt
 
 from livesafe.analyzers.base import AnalyzerCost, ModelUnavailableError, SpeechRecognizer
+from livesafe.analyzers.speech_packing import pack, split
 from livesafe.analyzers.whisper_models import resolve_model_dir as _resolve_model_dir
 from livesafe.core.events import AudioChunk, Transcript, Word
 from livesafe.core.languages import (
@@ -122,6 +123,11 @@ class SpeechOptions:
     #: count alone; a non-zero value sets it, and torch's setting is process-wide.
     cpu_threads: int = 0
     word_timestamps: bool = True
+    #: :meth:`~_WhisperRecognizer.transcribe_batch` lays utterances end to end in windows of at most this
+    #: many seconds (0: never), ``pack_gap_s`` of silence between them, so that they share one encoder
+    #: pass (Whisper pads every input to 30 s). Word timestamps split the text back per utterance.
+    pack_s: float = 24.0
+    pack_gap_s: float = 1.0
     #: Temperatures to try in turn when a decode fails the thresholds below. Only 0.0 by default:
     #: sampling at higher temperatures is random, and replays must give identical transcripts.
     temperatures: tuple[float, ...] = (0.0,)
@@ -157,6 +163,9 @@ class SpeechOptions:
             raise ValueError(f"beam_size must be >= 1, got {self.beam_size}")
         if self.cpu_threads < 0:
             raise ValueError(f"cpu_threads must be >= 0, got {self.cpu_threads}")
+        if not 0.0 <= self.pack_s <= 28.0 or self.pack_gap_s < 0.0:
+            raise ValueError(
+                f"pack_s must be in [0, 28] and pack_gap_s >= 0, got {self.pack_s} and {self.pack_gap_s}")
         if not self.temperatures:
             raise ValueError("temperatures must not be empty")
         problem = check_language(self.model, self.language) or check_translate(self.model, self.translate)
@@ -520,12 +529,71 @@ class _WhisperRecognizer:
         Safe to call from several threads: decoding is serialised by a lock (the models are not
         reentrant, and on a small CPU parallel decodes would only compete for the same cores).
         """
+        heard = self._heard(chunk)
+        return [] if heard is None else self._transcribe(chunk, *heard)
+
+    def transcribe_batch(self, chunks: Sequence[AudioChunk]) -> list[list[Transcript]]:
+        """:meth:`transcribe` of several chunks (of any streams), one list per chunk, in order.
+
+        Chunks transcribed in the same known language (configured or settled; not translated) share
+        Whisper windows (:mod:`~livesafe.analyzers.speech_packing`, ``SpeechOptions.pack_s``): one
+        encoder pass for several utterances. A chunk alone in its window is decoded exactly as
+        :meth:`transcribe` decodes it; one packed with others may be transcribed a little differently, as
+        Whisper reads it in their company (decisions still replay exactly: the timeline records the
+        transcripts, not the audio).
+        """
+        results: list[list[Transcript]] = [[] for _ in chunks]
+        packable: dict[str, list[tuple[int, npt.NDArray[np.float32], list[tuple[float, float]] | None]]] = {}
+        for i, chunk in enumerate(chunks):
+            heard = self._heard(chunk)
+            if heard is None:
+                continue
+            with self._lock:
+                language = self._languages.decode_language(chunk.stream_id)
+            samples, regions = heard
+            if (self.options.pack_s <= 0 or language is None or self.options.translates(language)
+                    or len(samples) / SAMPLE_RATE > self.options.pack_s):
+                results[i] = self._transcribe(chunk, samples, regions)
+            else:
+                packable.setdefault(language, []).append((i, samples, regions))
+        for language, items in packable.items():
+            windows = pack([samples for _, samples, _ in items], rate=SAMPLE_RATE,
+                           max_s=self.options.pack_s, gap_s=self.options.pack_gap_s)
+            for window in windows:
+                if len(window.spans) == 1:
+                    i, samples, regions = items[window.spans[0][0]]
+                    results[i] = self._transcribe(chunks[i], samples, regions)
+                    continue
+                with self._lock:
+                    try:
+                        raw = self._decode(window.samples, language, TRANSCRIBE)
+                    finally:
+                        self._chunk_done()
+                pieces = split([(seg.start, seg.end, seg.text, seg.words) for seg in raw], window)
+                for (position, _lo, _hi), own in zip(window.spans, pieces, strict=True):
+                    i, _samples, regions = items[position]
+                    segments = [replace(raw[k], start=p.start, end=p.end, text=p.text, words=p.words)
+                                for k, p in own]
+                    if regions is not None:
+                        segments = _in_speech(segments, regions)
+                    results[i] = to_transcripts(chunks[i], segments, self.options, self.name, language)
+        return results
+
+    def _heard(
+        self, chunk: AudioChunk
+    ) -> tuple[npt.NDArray[np.float32], list[tuple[float, float]] | None] | None:
+        """The chunk's samples and the VAD's speech regions; None when there is nothing to decode."""
         samples = _samples(chunk)
         if samples is None or _is_silent(samples, self.options):
-            return []
+            return None
         regions = self.speech_regions(samples)
         if regions is not None and not regions:
-            return []
+            return None
+        return samples, regions
+
+    def _transcribe(
+        self, chunk: AudioChunk, samples: npt.NDArray[np.float32], regions: list[tuple[float, float]] | None
+    ) -> list[Transcript]:
         originals: list[RawSegment] | None = None
         with self._lock:
             try:
