@@ -179,6 +179,9 @@ class StreamWorker:
         self.lanes = lanes
         #: End of the audio already transcribed: overlapping audio is not transcribed twice.
         self._heard_until = 0.0
+        #: Live streams: seconds of audio queued for speech recognition or being transcribed (how far speech
+        #: analysis is behind ingest; the service reports it beside the ingest lag).
+        self.speech_backlog_s = 0.0
         sampling = monitor.policy.sampling
         self._rate = AdaptiveRate(sampling) if adaptive and sampling.adaptive else None
         self._fps = sampling.video_fps
@@ -249,6 +252,7 @@ class StreamWorker:
                         dropped = audio.put(sample)
                         stats.audio_dropped += len(dropped)
                         stats.audio_dropped_s += sum(c.duration for c in dropped)
+                        self.speech_backlog_s += sample.duration - sum(c.duration for c in dropped)
             finally:
                 video.close()
                 audio.close()
@@ -259,7 +263,10 @@ class StreamWorker:
 
         async def drain_audio() -> None:
             while (chunk := await audio.get()) is not None:
-                await self._audio(chunk)
+                try:
+                    await self._audio(chunk)
+                finally:
+                    self.speech_backlog_s = max(0.0, self.speech_backlog_s - chunk.duration)
 
         try:
             async with asyncio.TaskGroup() as group:
