@@ -1,11 +1,11 @@
 """The arithmetic of a capacity level (pure: polls in, verdicts out; no I/O, no clock).
 
 A stream *kept up* when it was still running at the end, its lag behind live (from ``GET /v1/streams``:
-``lag_s``, how far ingest is behind live, or ``speech_backlog_s``, the audio waiting for speech
-recognition, whichever is longer) was below ``max_lag_s`` at the last poll, and it was not growing: the
-least-squares line through its lag over the last third of the run rises by less than ``max_growth_s``. (A lag that grows
-steadily from the start fails the first test long before the second; the second catches a stream that
-starts falling behind late in the run. A short run cannot see slow growth: that is what a soak is for.)
+``lag_s``, how far ingest is behind live, or ``speech_backlog_s``, the audio waiting for speech recognition,
+whichever is longer) was below ``max_lag_s`` at the last poll, and it was not growing: the least-squares
+line through its lag over the last third of the run rises by less than ``max_growth_s``. (A lag that grows
+steadily from the start fails the first test long before the second; the second catches a stream that starts
+falling behind late in the run. A short run cannot see slow growth: that is what a soak is for.)
 CPU per media
 second counts the service's whole process tree (the embedded Redis included) from the end of the warm-up to
 the last poll, divided by the media seconds all streams analysed in that window. Memory growth is the
