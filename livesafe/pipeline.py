@@ -179,9 +179,9 @@ class StreamWorker:
         self.lanes = lanes
         #: End of the audio already transcribed: overlapping audio is not transcribed twice.
         self._heard_until = 0.0
-        #: Live streams: seconds of audio queued for speech recognition or being transcribed (how far speech
-        #: analysis is behind ingest; the service reports it beside the ingest lag).
-        self.speech_backlog_s = 0.0
+        #: Live streams: the end times of the audio chunks queued for speech recognition or being transcribed,
+        #: oldest first (see :attr:`speech_lag_s`).
+        self._speech_pending: deque[float] = deque()
         sampling = monitor.policy.sampling
         self._rate = AdaptiveRate(sampling) if adaptive and sampling.adaptive else None
         self._fps = sampling.video_fps
@@ -221,6 +221,14 @@ class StreamWorker:
             self.summary.final_tier = self.monitor.tier(self.stream_id)
         return self.summary
 
+    @property
+    def speech_lag_s(self) -> float:
+        """How long the oldest audio still waiting for speech recognition has waited, in media seconds
+        ingested since it ended (0 when nothing waits): how far speech analysis is behind ingest."""
+        if not self._speech_pending:
+            return 0.0
+        return max(0.0, self.summary.media_seconds - self._speech_pending[0])
+
     def _open_feeds(self) -> None:
         """An analyzer declaring its own rate: sample at the highest rate asked for, decoding every frame."""
         if not self.feeds.dense:
@@ -252,7 +260,9 @@ class StreamWorker:
                         dropped = audio.put(sample)
                         stats.audio_dropped += len(dropped)
                         stats.audio_dropped_s += sum(c.duration for c in dropped)
-                        self.speech_backlog_s += sample.duration - sum(c.duration for c in dropped)
+                        for chunk in dropped:
+                            self._speech_pending.remove(chunk.end_ts)
+                        self._speech_pending.append(sample.end_ts)
             finally:
                 video.close()
                 audio.close()
@@ -266,7 +276,7 @@ class StreamWorker:
                 try:
                     await self._audio(chunk)
                 finally:
-                    self.speech_backlog_s = max(0.0, self.speech_backlog_s - chunk.duration)
+                    self._speech_pending.remove(chunk.end_ts)
 
         try:
             async with asyncio.TaskGroup() as group:

@@ -435,7 +435,7 @@ class Service:
 
     def metrics(self) -> list[dict[str, Any]]:
         """Every running stream: its metadata, tier, risk and ingest counters, its lag behind live (ingest),
-        and the seconds of audio waiting for speech recognition (``speech_backlog_s``)."""
+        and how far its speech recognition is behind ingest (``speech_lag_s``)."""
         out = []
         now = time.monotonic()
         for stream_id, run in sorted(self._running.items()):
@@ -451,7 +451,7 @@ class Service:
                 "media_seconds": round(summary.media_seconds, 3),
                 "lag_s": round(max(0.0, elapsed - summary.media_seconds), 3)
                 if self.options.pacing == "realtime" else None,
-                "speech_backlog_s": round(run.worker.speech_backlog_s, 3),
+                "speech_lag_s": round(run.worker.speech_lag_s, 3),
                 "transcripts": summary.transcripts,
                 "interventions": len(summary.interventions),
                 "ingest": run.worker.source.stats.as_dict(),

@@ -1,11 +1,11 @@
 """The arithmetic of a capacity level (pure: polls in, verdicts out; no I/O, no clock).
 
 A stream *kept up* when it was still running at the end, its lag behind live (from ``GET /v1/streams``:
-``lag_s``, how far ingest is behind live, or ``speech_backlog_s``, the audio waiting for speech recognition,
-whichever is longer) was below ``max_lag_s`` at the last poll, and it was not growing: the least-squares
-line through its lag over the last third of the run rises by less than ``max_growth_s``. (A lag that grows
-steadily from the start fails the first test long before the second; the second catches a stream that starts
-falling behind late in the run. A short run cannot see slow growth: that is what a soak is for.)
+``lag_s``, how far ingest is behind live, plus ``speech_lag_s``, how long the oldest audio waiting for
+speech recognition has waited) was below ``max_lag_s`` at the last poll, and it was not growing: the least-
+squares line through its lag over the last third of the run rises by less than ``max_growth_s``. (A lag that
+grows steadily from the start fails the first test long before the second; the second catches a stream that
+starts falling behind late in the run. A short run cannot see slow growth: that is what a soak is for.)
 CPU per media
 second counts the service's whole process tree (the embedded Redis included) from the end of the warm-up to
 the last poll, divided by the media seconds all streams analysed in that window. Memory growth is the
@@ -134,9 +134,9 @@ def rise(points: Sequence[tuple[float, float]]) -> float | None:
 
 def judge_stream(stream_id: str, polls: Sequence[Poll], criteria: Criteria, ended: str = "") -> StreamResult:
     seen = [(p.t, p.streams[stream_id]) for p in polls if stream_id in p.streams]
-    # A stream's lag: the ingest lag, or the audio waiting for speech recognition if that is longer
+    # A stream's lag: how far ingest is behind live plus how far speech recognition is behind ingest
     # (video analysis keeps only the newest samples, and counts what it drops).
-    lags = [(t, max(float(s["lag_s"]), float(s.get("speech_backlog_s") or 0.0)))
+    lags = [(t, float(s["lag_s"]) + float(s.get("speech_lag_s") or 0.0))
             for t, s in seen if s.get("lag_s") is not None]
     running = bool(polls) and stream_id in polls[-1].streams
     last = seen[-1][1] if seen else {}
@@ -185,7 +185,7 @@ def judge_level(
         media = _media(last, both) - _media(first, both)
         per_media = cpu / media if media > 0 else None
         cores = cpu / (last.t - first.t) if last.t > first.t else None
-    lags = [max(float(s["lag_s"]), float(s.get("speech_backlog_s") or 0.0))
+    lags = [float(s["lag_s"]) + float(s.get("speech_lag_s") or 0.0)
             for p in polls for s in p.streams.values() if s.get("lag_s") is not None]
     finals = [r.final_lag_s for r in per_stream if r.final_lag_s is not None]
     rss = [p.rss for p in polls if p.rss is not None]
