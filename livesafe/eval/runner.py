@@ -27,10 +27,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import numpy.typing as npt
-
 from livesafe.core.policy import Policy
+from livesafe.eval.audio import decode_clip
 from livesafe.eval.datasets import SPLIT_SEED, DataNotFoundError, SpeechClip, TextSet
 from livesafe.eval.metrics import (
     binary_metrics,
@@ -76,22 +74,6 @@ def _sample(n: int, limit: int | None) -> list[int]:
     if limit is None or limit >= n:
         return list(range(n))
     return sorted(random.Random(SPLIT_SEED).sample(range(n), max(limit, 0)))
-
-
-def decode_clip(path: Path, channel: int | None) -> npt.NDArray[np.float32]:
-    """A file's first audio stream at 16 kHz float32: ``channel`` of it, or all channels mixed to mono."""
-    import av
-
-    layout = "mono" if channel is None else "stereo"
-    resampler = av.AudioResampler(format="fltp", layout=layout, rate=SAMPLE_RATE)
-    parts: list[npt.NDArray[np.float32]] = []
-    with av.open(str(path)) as container:
-        frames = [*container.decode(audio=0), None]
-        for frame in frames:
-            for out in resampler.resample(frame):
-                planes = np.asarray(out.to_ndarray(), dtype=np.float32)  # (channels, samples)
-                parts.append(planes[0 if channel is None else channel])
-    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
 
 
 def _floor(policy: Policy, category: str) -> float:

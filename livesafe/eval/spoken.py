@@ -41,6 +41,7 @@ import numpy.typing as npt
 import yaml
 
 from livesafe.core.policy import Policy
+from livesafe.eval.audio import decode_clip
 from livesafe.eval.metrics import edit_distance, normalize_words
 
 if TYPE_CHECKING:
@@ -117,7 +118,6 @@ def espeak_path() -> str | None:
 
 def synthesize(text: str, voice: str, speed: int, workdir: Path) -> npt.NDArray[np.float32]:
     """``text`` spoken by espeak-ng's ``voice`` at ``speed`` words per minute, as 16 kHz mono float32."""
-    from livesafe.eval.runner import decode_clip
 
     exe = espeak_path()
     if exe is None:
