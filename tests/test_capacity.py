@@ -35,10 +35,10 @@ def test_estimate_refuses_nonsense_assumptions() -> None:
 
 
 def test_decode_allowance_follows_the_sampling_mode() -> None:
-    from livesafe.analyzers.capacity import FULL_DECODE_S, KEYFRAME_DECODE_S
+    from livesafe.analyzers.capacity import KEYFRAME_DECODE_S, SAMPLED_DECODE_S
 
     assert estimate(SamplingPolicy(keyframes_only=True), Analyzers()).parts["decode"] == KEYFRAME_DECODE_S
-    assert estimate(SamplingPolicy(keyframes_only=False), Analyzers()).parts["decode"] == FULL_DECODE_S
+    assert estimate(SamplingPolicy(keyframes_only=False), Analyzers()).parts["decode"] == SAMPLED_DECODE_S
 
 
 @pytest.mark.models

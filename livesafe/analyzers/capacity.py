@@ -10,8 +10,9 @@ Assumptions (options of :func:`estimate`): a stream has speech about half of the
 (``voiced_fraction``), one utterance every four seconds reaches the text classifier
 (``utterances_per_s``), and the machine is planned to ``target_utilisation`` of its cores, leaving room
 for decoding, the event loop and bursts. Decoding itself is not an analyzer; it gets a flat allowance
-measured on 720p30 H.264 (``make bench``): ~0.015 CPU s per media second decoding key frames only,
-~0.08 decoding every frame (the default, and always when an analyzer such as motion has its own feed).
+measured on 720p30 H.264 with a 2 s GOP (``make bench``): ~0.015 CPU s per media second decoding key
+frames only, ~0.03 decoding what 1 fps sampling needs (the default: ``ingest.av_source.DecodeSkipper``),
+~0.08 decoding every frame (always when an analyzer such as motion has its own dense feed).
 """
 
 from __future__ import annotations
@@ -30,8 +31,9 @@ if TYPE_CHECKING:
 
 __all__ = ["LoadEstimate", "estimate"]
 
-#: CPU seconds per media second to decode 720p30 H.264: every frame, or key frames only.
+#: CPU seconds per media second to decode 720p30 H.264: every frame, what 1 fps sampling needs, key frames.
 FULL_DECODE_S = 0.08
+SAMPLED_DECODE_S = 0.03
 KEYFRAME_DECODE_S = 0.015
 
 
@@ -95,8 +97,10 @@ def estimate(
         raise ValueError(f"target_utilisation must be in (0, 1], got {target_utilisation}")
     cores = cores or os.cpu_count() or 1
     if decode_s_per_s is None:
-        every_frame = not sampling.keyframes_only or any(sample_fps(a) for a in analyzers.vision)
-        decode_s_per_s = FULL_DECODE_S if every_frame else KEYFRAME_DECODE_S
+        if any(sample_fps(a) for a in analyzers.vision):
+            decode_s_per_s = FULL_DECODE_S
+        else:
+            decode_s_per_s = KEYFRAME_DECODE_S if sampling.keyframes_only else SAMPLED_DECODE_S
     parts = {"decode": decode_s_per_s, **_vision(analyzers.vision, sampling.video_fps)}
     if analyzers.speech is not None:
         parts[analyzers.speech.name] = _load(analyzers.speech.cost, utterances_per_s, voiced_fraction)
