@@ -14,7 +14,7 @@ import redis.asyncio
 from livesafe.core.events import Ack, Intervention, ReviewVerdict, Signal, Tick, Transcript
 from livesafe.core.policy import RetentionPolicy, load_policy, policy_content, policy_from_content
 from livesafe.store import open_redis
-from livesafe.timeline.entries import SessionEnd, SessionStart, TimelineEntry
+from livesafe.timeline.entries import SessionEnd, SessionStart, TimelineEntry, describe
 from livesafe.timeline.evidence import thumbnail_jpeg
 from livesafe.timeline.replay import replay, verify
 from livesafe.timeline.sessions import new_session_id
@@ -164,3 +164,10 @@ def test_timeline_entry_at() -> None:
     entry = TimelineEntry("1718000000000-0", Tick("s1", 1.0))
     assert entry.at == 1718000000.0 and entry.type == "tick"
 
+
+
+def test_a_translated_transcript_reads_as_translation_and_what_was_said() -> None:
+    said = Transcript("s", 1.0, 2.0, "I will kill you.", language="de", translated=True,
+                      original="Ich bringe dich um.")
+    assert describe(said) == "[de->en] I will kill you. | Ich bringe dich um."
+    assert describe(Transcript("s", 1.0, 2.0, "hello", language="en")) == "[en] hello"

@@ -142,6 +142,8 @@ def describe(r: Record) -> str:
     if isinstance(r, SessionEnd):
         return f"{r.state}" + (f": {r.detail}" if r.detail else "")
     if isinstance(r, Transcript):
+        if r.translated:  # what the classifiers read, then what was said
+            return f"[{r.language}->en] {r.text}" + (f" | {r.original}" if r.original else "")
         return f"[{r.language}] {r.text}"
     if isinstance(r, Signal):
         return f"{r.category} {r.score:.3f} ({r.analyzer})" + (
