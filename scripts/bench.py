@@ -24,15 +24,12 @@ import asyncio
 import os
 import resource
 import sys
-import tempfile
 import time
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-import av
-
 from livesafe.analyzers.registry import Analyzers
+from livesafe.bench.workload import make_workload
 from livesafe.core.events import Event, Signal
 from livesafe.core.monitor import Monitor
 from livesafe.core.policy import load_policy
@@ -83,32 +80,6 @@ def pipeline_stages() -> None:
         print(f"  {name:<26}{wall:>9.2f}{media / wall:>12.1f}{wall / base:>15.1f}x")
 
 
-def live_clip(out: Path, seconds: float = 30.0) -> Path | None:
-    """A 1280x720 30 fps H.264 clip with a 2 s GOP and B-frames, as live encoders send (Big Buck Bunny's
-    720p excerpt from ``../shared/data``, re-encoded with PyAV's libx264); None without the source."""
-    source = SHARED_VIDEO / "moviepy" / "big_buck_bunny_0_30.webm"
-    if not source.is_file():
-        return None
-    if out.is_file():
-        return out
-    with av.open(str(source)) as src, av.open(str(out), "w") as dst:
-        stream = dst.add_stream("libx264", rate=30)
-        stream.width, stream.height, stream.pix_fmt = 1280, 720, "yuv420p"
-        stream.codec_context.gop_size = 60
-        stream.options = {"preset": "veryfast", "x264-params": "keyint=60:min-keyint=60:scenecut=0:bframes=3"}
-        for i, frame in enumerate(src.decode(video=0)):
-            if i >= seconds * 30:
-                break
-            frame = frame.reformat(width=1280, height=720, format="yuv420p")
-            frame.pict_type = av.video.frame.PictureType.NONE  # the source's key frames are not forced
-            frame.pts, frame.time_base = i, Fraction(1, 30)
-            for packet in stream.encode(frame):
-                dst.mux(packet)
-        for packet in stream.encode():
-            dst.mux(packet)
-    return out
-
-
 async def _decode(path: Path, keyframes_only: bool, skip: bool = True) -> tuple[float, float, float, int]:
     options = IngestOptions(keyframes_only=keyframes_only, skip_decode=skip, max_width=640)
     source = AVSource("bench", str(path), options)
@@ -120,24 +91,20 @@ async def _decode(path: Path, keyframes_only: bool, skip: bool = True) -> tuple[
 
 
 def decode_cost() -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        live = live_clip(Path(tmp) / "live720p30.mp4")
-        clips = [c for c in [live, *DECODE_CLIPS] if c is not None and c.is_file()] or [DEMO]
-        _decode_cost(clips)
-
-
-def _decode_cost(clips: list[Path]) -> None:
+    # The capacity bench's clip (720p30 H.264, GOP 2 s, B-frames, with speech), made once and cached.
+    live = make_workload().path
+    clips = [c for c in [live, *DECODE_CLIPS] if c.is_file()]
     print("decode cost per stream, 1 fps sampling: every frame (baseline) vs what the samples need (the")
     print("default: non-reference frames before a sample and whole runs before a regular key frame are")
     print("skipped, H.264/HEVC only) vs key frames only")
-    print(f"  {'clip':<28}{'mode':<15}{'frames':>8}{'cpu s':>8}{'cpu s/media s':>15}{'vs full':>9}")
+    print(f"  {'clip':<34}{'mode':<15}{'frames':>8}{'cpu s':>8}{'cpu s/media s':>15}{'vs full':>9}")
     for clip in clips:
         base = None
         modes = (("full", False, False), ("needed", False, True), ("keyframes-only", True, True))
         for mode, keyframes, skip in modes:
             media, _wall, cpu, frames = asyncio.run(_decode(clip, keyframes, skip))
             base = base or cpu
-            print(f"  {clip.name:<28}{mode:<15}{frames:>8}{cpu:>8.2f}{cpu / max(media, 1e-9):>15.3f}"
+            print(f"  {clip.name:<34}{mode:<15}{frames:>8}{cpu:>8.2f}{cpu / max(media, 1e-9):>15.3f}"
                   f"{cpu / base:>8.2f}x")
 
 
