@@ -22,7 +22,7 @@ import redis
 import redis.asyncio
 from aiohttp import web
 
-from livesafe.analyzers.batching import BatchedSpeech, BatchedTextAnalyzer
+from livesafe.analyzers.batching import Batched, BatchedSpeech, BatchedTextAnalyzer
 from livesafe.analyzers.capacity import LoadEstimate, estimate
 from livesafe.analyzers.registry import Analyzers
 from livesafe.board.server import Board
@@ -152,10 +152,9 @@ class Service:
         speech = self.analyzers.speech
         if speech is not None and hasattr(speech, "transcribe_batch"):
             speech = BatchedSpeech(speech)
-            speech.batcher.start()
         self.analyzers = dataclasses.replace(self.analyzers, text=batched, speech=speech)
-        for analyzer in batched:
-            if isinstance(analyzer, BatchedTextAnalyzer):
+        for analyzer in [*batched, speech]:
+            if isinstance(analyzer, Batched):
                 analyzer.batcher.start()
         await self.gateway.start()
         for dispatcher in self.webhooks:
@@ -196,11 +195,9 @@ class Service:
         for dispatcher in self.webhooks:
             await dispatcher.aclose()
         await self.gateway.aclose()
-        for analyzer in self.analyzers.text:
-            if isinstance(analyzer, BatchedTextAnalyzer):
+        for analyzer in [*self.analyzers.text, self.analyzers.speech]:
+            if isinstance(analyzer, Batched):
                 await analyzer.batcher.aclose()
-        if isinstance(self.analyzers.speech, BatchedSpeech):
-            await self.analyzers.speech.batcher.aclose()
         self.analyzers = self._plain_analyzers
 
     @property

@@ -31,7 +31,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, Self, TypeVar
 
 from livesafe.analyzers.base import AnalyzerCost, SpeechRecognizer, TextAnalyzer
 from livesafe.core.events import AudioChunk, Signal, Transcript
@@ -42,7 +42,10 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 R = TypeVar("R")
 
-__all__ = ["BatchStats", "BatchedSpeech", "BatchedTextAnalyzer", "MicroBatcher", "analyze_text", "transcribe"]
+__all__ = [
+    "BatchStats", "Batched", "BatchedSpeech", "BatchedTextAnalyzer", "MicroBatcher", "analyze_text",
+    "transcribe",
+]
 
 
 @dataclass(slots=True)
@@ -161,7 +164,31 @@ class MicroBatcher(Generic[T, R]):
                 future.set_result(result)
 
 
-class BatchedTextAnalyzer:
+class Batched(Generic[T, R]):
+    """An analyzer whose calls from all streams go through one :class:`MicroBatcher` running its batch
+    method (``method``: ``inner.method(items) -> one result per item``). Start and stop the batcher as an
+    async context manager, or with ``batcher.start()`` and ``batcher.aclose()``."""
+
+    def __init__(self, inner: Any, method: str, *, max_batch: int, max_pending: int) -> None:
+        batch_fn: Callable[[Sequence[T]], Sequence[R]] | None = getattr(inner, method, None)
+        if batch_fn is None:
+            raise TypeError(f"{inner.name}: no {method}(), cannot batch it")
+        self.inner = inner
+        self.name: str = inner.name
+        self.cost: AnalyzerCost = inner.cost
+        self.batcher: MicroBatcher[T, R] = MicroBatcher(
+            batch_fn, max_batch=max_batch, max_pending=max_pending, name=inner.name
+        )
+
+    async def __aenter__(self) -> Self:
+        self.batcher.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.batcher.aclose()
+
+
+class BatchedTextAnalyzer(Batched[Transcript, list[Signal]]):
     """A text analyzer whose :meth:`analyze_async` calls from all streams share model passes.
 
     Wraps an analyzer with ``analyze_batch(transcripts) -> list[list[Signal]]`` (the
@@ -169,26 +196,11 @@ class BatchedTextAnalyzer:
     unbatched, for callers outside an event loop.
     """
 
+    inner: TextAnalyzer
+
     def __init__(self, inner: TextAnalyzer, *, max_batch: int = 32, max_pending: int = 256) -> None:
-        batch_fn: Callable[[Sequence[Transcript]], Sequence[list[Signal]]] | None = getattr(
-            inner, "analyze_batch", None
-        )
-        if batch_fn is None:
-            raise TypeError(f"{inner.name}: no analyze_batch(), cannot batch it")
-        self.inner = inner
-        self.name: str = inner.name
+        super().__init__(inner, "analyze_batch", max_batch=max_batch, max_pending=max_pending)
         self.categories: tuple[str, ...] = inner.categories
-        self.cost: AnalyzerCost = inner.cost
-        self.batcher: MicroBatcher[Transcript, list[Signal]] = MicroBatcher(
-            batch_fn, max_batch=max_batch, max_pending=max_pending, name=inner.name
-        )
-
-    async def __aenter__(self) -> BatchedTextAnalyzer:
-        self.batcher.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.batcher.aclose()
 
     def scores(self, text: str) -> dict[str, float]:
         return self.inner.scores(text)
@@ -207,7 +219,7 @@ async def analyze_text(analyzer: TextAnalyzer, transcript: Transcript) -> list[S
     return await asyncio.to_thread(analyzer.analyze, transcript)
 
 
-class BatchedSpeech:
+class BatchedSpeech(Batched[AudioChunk, list[Transcript]]):
     """A speech recognizer whose :meth:`transcribe_async` calls from all streams share Whisper windows.
 
     Wraps a recognizer with ``transcribe_batch(chunks) -> list[list[Transcript]]`` (both Whisper
@@ -215,27 +227,12 @@ class BatchedSpeech:
     :class:`MicroBatcher`: a lone stream's utterance is transcribed alone, as soon as the model is free.
     """
 
+    inner: SpeechRecognizer
+
     def __init__(self, inner: SpeechRecognizer, *, max_batch: int = 16, max_pending: int = 64) -> None:
-        batch_fn: Callable[[Sequence[AudioChunk]], Sequence[list[Transcript]]] | None = getattr(
-            inner, "transcribe_batch", None
-        )
-        if batch_fn is None:
-            raise TypeError(f"{inner.name}: no transcribe_batch(), cannot pack it")
-        self.inner = inner
-        self.name: str = inner.name
-        self.cost: AnalyzerCost = inner.cost
+        super().__init__(inner, "transcribe_batch", max_batch=max_batch, max_pending=max_pending)
         #: What the session start records as this analyzer's model: the wrapped recognizer's class.
         self.model_id: str = type(inner).__name__
-        self.batcher: MicroBatcher[AudioChunk, list[Transcript]] = MicroBatcher(
-            batch_fn, max_batch=max_batch, max_pending=max_pending, name=inner.name
-        )
-
-    async def __aenter__(self) -> BatchedSpeech:
-        self.batcher.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.batcher.aclose()
 
     def transcribe(self, chunk: AudioChunk) -> list[Transcript]:
         return self.inner.transcribe(chunk)
