@@ -53,7 +53,7 @@ def pack(
     def close() -> None:
         nonlocal parts, spans, at
         if spans:
-            packs.append(Pack(np.concatenate(parts[:-1]) if len(parts) > 1 else parts[0], tuple(spans)))
+            packs.append(Pack(np.concatenate(parts[:-1]), tuple(spans)))  # without the trailing gap
         parts, spans, at = [], [], 0.0
 
     for i, samples in enumerate(utterances):

@@ -695,8 +695,8 @@ class TextClassifier:
     def prepare(self, text: str, group_before: str | None = None) -> Prepared:
         """What the classifier reads of ``text`` (``group_before``: the group named last before it)."""
         clean = self.deobfuscate(normalize(text))
-        resolved, _ = self.references.resolve(clean, group_before)
-        return Prepared(clean, resolved, self.references.referent(clean))
+        resolved, _, named = self.references.resolve_named(clean, group_before)
+        return Prepared(clean, resolved, named)
 
     def explain_batch(
         self, texts: Sequence[str], groups_before: Sequence[str | None] | None = None

@@ -66,14 +66,22 @@ class GroupReferences:
 
         ``before``: the group named last before this text (e.g. by the stream's previous utterance).
         """
-        current = before
+        text, current, _own = self.resolve_named(normalized, before)
+        return text, current
+
+    def resolve_named(
+        self, normalized: str, before: str | None = None
+    ) -> tuple[str, str | None, str | None]:
+        """:meth:`resolve`, and the last group the text itself names (:meth:`referent` of it), found in
+        the same pass."""
+        current, own = before, None
         out: list[str] = []
         for m in _SENTENCE.finditer(normalized):
             sentence = m.group(0)
             named = self.referent(sentence)
             if named is not None:
-                current = named
+                current = own = named
             elif current is not None and _PRONOUN.search(sentence):
                 sentence = _PRONOUN.sub(_Substitute(current), sentence)
             out.append(sentence)
-        return "".join(out), current
+        return "".join(out), current, own
